@@ -1,0 +1,85 @@
+//! Rooms: one [`RoomActor`] per live room under the [`RoomSupervisor`].
+
+mod actor;
+mod supervisor;
+
+pub use actor::{RoomActor, RoomArgs};
+pub use supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
+
+use protocol::v1::SendDanmaku;
+use ractor::RpcReplyPort;
+
+use crate::hub::SessionTx;
+
+/// Why a room operation failed; the gateway maps each to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("room not found")]
+    NotFound,
+    #[error("room already exists")]
+    AlreadyExists,
+    #[error("{0} not found")]
+    ItemNotFound(&'static str),
+    /// The room is restarting or overloaded: retry shortly.
+    #[error("room unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl From<storage::StoreError> for RoomError {
+    fn from(error: storage::StoreError) -> Self {
+        Self::Storage(error.to_string())
+    }
+}
+
+/// A danmaku on its way from a session to its room.
+#[derive(Debug)]
+pub struct Submit {
+    pub user_id: String,
+    pub name: String,
+    pub input: SendDanmaku,
+    pub sender: SessionTx,
+}
+
+pub enum RoomMsg {
+    Danmaku(Box<Submit>),
+    /// The storage write started by the room finished.
+    Committed(Result<(), String>),
+    /// The batcher's deadline passed.
+    FlushTick,
+    /// Time to broadcast the viewer count if it changed.
+    PresenceTick,
+    DeleteDanmaku { seq: u64, by: String, reply: RpcReplyPort<Result<(), RoomError>> },
+    SetRoomTerm { term: String, add: bool, by: String, reply: RpcReplyPort<Result<bool, RoomError>> },
+    GlobalTerms(std::sync::Arc<Vec<String>>),
+    RoomTerms(RpcReplyPort<Vec<String>>),
+    /// `until_ms: None` lifts the mute.
+    Mute { user_id: String, until_ms: Option<u64>, by: String, reply: RpcReplyPort<Result<(), RoomError>> },
+    /// Replies once every accepted danmaku is committed and broadcast.
+    Drain(RpcReplyPort<()>),
+    /// The room was deleted: drain, tell every session, stop.
+    Close(RpcReplyPort<()>),
+    /// Fault injection for tests of the restart policy: the actor panics.
+    Crash,
+}
+
+impl std::fmt::Debug for RoomMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Self::Danmaku(_) => "Danmaku",
+            Self::Committed(_) => "Committed",
+            Self::FlushTick => "FlushTick",
+            Self::PresenceTick => "PresenceTick",
+            Self::DeleteDanmaku { .. } => "DeleteDanmaku",
+            Self::SetRoomTerm { .. } => "SetRoomTerm",
+            Self::GlobalTerms(_) => "GlobalTerms",
+            Self::RoomTerms(_) => "RoomTerms",
+            Self::Mute { .. } => "Mute",
+            Self::Drain(_) => "Drain",
+            Self::Close(_) => "Close",
+            Self::Crash => "Crash",
+        };
+        f.write_str(name)
+    }
+}

@@ -1,0 +1,169 @@
+//! Sessions: one [`UserActor`] per WebSocket connection, under the
+//! [`SessionSupervisor`].
+//!
+//! The UserActor holds what belongs to the person rather than the room: the
+//! grants from their token and their rate limit. The limiter is shared by
+//! every session of the same user in the same room, so opening more tabs
+//! does not buy more messages.
+//!
+//! Policy: sessions are not restarted. A failed UserActor makes its
+//! connection task close the socket (1011); the client reconnects with
+//! `after_seq` and loses nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use interactive::SlidingWindowLimiter;
+use protocol::v1::{Pong, client_frame};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::config::ActorsConfig;
+use crate::hub::{RoomHub, SessionTx, error_frame};
+use crate::room::{RoomMsg, Submit};
+
+/// What a session's token allows inside its room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub chat: bool,
+    /// Moderators are exempt from the rate limit.
+    pub moderate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub grants: Grants,
+}
+
+pub enum UserMsg {
+    Inbound(client_frame::Frame),
+}
+
+pub struct UserActor;
+
+pub struct UserArgs {
+    info: SessionInfo,
+    hub: Arc<RoomHub>,
+    tx: SessionTx,
+    limiter: Arc<Mutex<SlidingWindowLimiter>>,
+}
+
+impl Actor for UserActor {
+    type Msg = UserMsg;
+    type State = UserArgs;
+    type Arguments = UserArgs;
+
+    async fn pre_start(&self, _: ActorRef<UserMsg>, args: UserArgs) -> Result<UserArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(&self, _: ActorRef<UserMsg>, msg: UserMsg, state: &mut UserArgs) -> Result<(), ActorProcessingErr> {
+        let UserMsg::Inbound(frame) = msg;
+        match frame {
+            client_frame::Frame::Ping(ping) => {
+                state.tx.send(protocol::v1::server_frame::Frame::Pong(Pong { nonce: ping.nonce }));
+            }
+            client_frame::Frame::Danmaku(input) => {
+                let cmid = input.client_msg_id.clone();
+                if !state.info.grants.chat {
+                    return Ok(state.tx.error("forbidden", "your token has no `chat` grant", &cmid));
+                }
+                if !state.info.grants.moderate {
+                    let verdict = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).try_acquire(Instant::now());
+                    if let Err(retry_after) = verdict {
+                        metrics::counter!("live_danmaku_rejected_total", "reason" => "rate_limited").increment(1);
+                        let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1);
+                        state.tx.send(error_frame("rate_limited", "too many danmaku, slow down", &cmid, retry_ms));
+                        return Ok(());
+                    }
+                }
+                let Some(room) = state.hub.actor() else {
+                    return Ok(state.tx.error("unavailable", "the room is restarting, please resend", &cmid));
+                };
+                let submit = Submit { user_id: state.info.user_id.clone(), name: state.info.name.clone(), input, sender: state.tx.clone() };
+                if room.cast(RoomMsg::Danmaku(Box::new(submit))).is_err() {
+                    state.tx.error("unavailable", "the room is restarting, please resend", &cmid);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct SessionSupervisor;
+
+pub enum SessionSupervisorMsg {
+    Start { info: SessionInfo, hub: Arc<RoomHub>, tx: SessionTx, reply: RpcReplyPort<Result<ActorRef<UserMsg>, String>> },
+}
+
+pub struct SessionsState {
+    config: Arc<ActorsConfig>,
+    /// (room, user) -> limiter shared by that user's sessions, with the
+    /// number of sessions using it.
+    limiters: HashMap<(String, String), (Arc<Mutex<SlidingWindowLimiter>>, usize)>,
+    keys: HashMap<ractor::ActorId, (String, String)>,
+}
+
+impl Actor for SessionSupervisor {
+    type Msg = SessionSupervisorMsg;
+    type State = SessionsState;
+    type Arguments = Arc<ActorsConfig>;
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, config: Arc<ActorsConfig>) -> Result<SessionsState, ActorProcessingErr> {
+        Ok(SessionsState { config, limiters: HashMap::new(), keys: HashMap::new() })
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        let SessionSupervisorMsg::Start { info, hub, tx, reply } = msg;
+        let key = (hub.room_id().to_owned(), info.user_id.clone());
+        let danmaku = &state.config.danmaku;
+        let entry = state
+            .limiters
+            .entry(key.clone())
+            .or_insert_with(|| (Arc::new(Mutex::new(SlidingWindowLimiter::new(danmaku.rate_limit, danmaku.rate_window))), 0));
+        entry.1 += 1;
+        let args = UserArgs { info, hub, tx, limiter: entry.0.clone() };
+        let result = UserActor::spawn_linked(None, UserActor, args, myself.get_cell()).await;
+        let result = match result {
+            Ok((actor, _)) => {
+                state.keys.insert(actor.get_id(), key);
+                Ok(actor)
+            }
+            Err(error) => {
+                state.release(&key);
+                Err(error.to_string())
+            }
+        };
+        let _ = reply.send(result);
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, _: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        let cell = match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                tracing::warn!(%error, "session actor failed; its socket will be closed");
+                cell
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => cell,
+            _ => return Ok(()),
+        };
+        if let Some(key) = state.keys.remove(&cell.get_id()) {
+            state.release(&key);
+        }
+        Ok(())
+    }
+}
+
+impl SessionsState {
+    fn release(&mut self, key: &(String, String)) {
+        if let Some(entry) = self.limiters.get_mut(key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                self.limiters.remove(key);
+            }
+        }
+    }
+}

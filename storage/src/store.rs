@@ -1,0 +1,113 @@
+//! The repository contract every backend implements. Each method names the
+//! partition it touches; none needs a cross-partition transaction except the
+//! outbox write, which a backend without transactions replaces with a logged
+//! batch (see the crate docs).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use protocol::v1::DanmakuItem;
+use tokio::sync::Notify;
+
+use crate::{Mute, OutboxEvent, OutboxRow, Result, Room, TermScope};
+
+/// The engine's durable state, partition by partition.
+///
+/// Every mutating call takes the [`OutboxEvent`] that announces it; the event
+/// is stored atomically with the change, and only when the change happened
+/// (a call that returns `false` wrote nothing, event included). A call that
+/// returned `Ok` is durable.
+///
+/// A write whose future is dropped after it was submitted may still commit:
+/// callers that need to know retry and rely on the `false` answers above.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- rooms — partition: room_id ----
+
+    /// Creates a room. `false` (and no event) if the id exists, open or
+    /// closed: ids are never reused.
+    async fn create_room(&self, room: Room, event: OutboxEvent) -> Result<bool>;
+    /// Closes an open room. `false` (no event) if missing or already closed,
+    /// so a retried close announces once.
+    async fn close_room(&self, room_id: &str, closed_ms: u64, event: OutboxEvent) -> Result<bool>;
+    async fn room(&self, room_id: &str) -> Result<Option<Room>>;
+    /// Rooms not closed, oldest first (ties by id), for the node that
+    /// restarts their actors.
+    async fn open_rooms(&self) -> Result<Vec<Room>>;
+
+    // ---- danmaku — partition: (room_id, bucket = seq / 4096), clustered by seq ----
+
+    /// Stores one row per item, `count` as given. A duplicate `(room, seq)`
+    /// fails this call (nothing of it is stored) and no other.
+    async fn append_danmaku(
+        &self,
+        room_id: &str,
+        items: Vec<DanmakuItem>,
+        event: OutboxEvent,
+    ) -> Result<()>;
+    /// Items with `seq > after_seq`, not deleted, ascending, at most `limit`:
+    /// what a reconnecting client missed. Walks buckets, never the table.
+    async fn danmaku_after(
+        &self,
+        room_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<DanmakuItem>>;
+    /// The last `limit` items not deleted, ascending: a joining client's
+    /// backlog.
+    async fn recent_danmaku(&self, room_id: &str, limit: usize) -> Result<Vec<DanmakuItem>>;
+    /// The highest seq ever stored for the room (deleted rows count, so a
+    /// seq is never handed out twice), 0 if none. A barrier: it reflects every
+    /// write submitted before the call, which is what a restarting room actor
+    /// needs to resume numbering.
+    async fn last_danmaku_seq(&self, room_id: &str) -> Result<u64>;
+    /// Marks an item deleted (a tombstone: the seq stays taken). `false` (no
+    /// event) if missing or already deleted.
+    async fn delete_danmaku(&self, room_id: &str, seq: u64, event: OutboxEvent) -> Result<bool>;
+
+    // ---- moderation — blocked terms partition: scope; mutes partition: room_id ----
+
+    /// The scope's terms, sorted.
+    async fn blocked_terms(&self, scope: &TermScope) -> Result<Vec<String>>;
+    /// `false` (no event) if already present.
+    async fn add_blocked_term(
+        &self,
+        scope: &TermScope,
+        term: &str,
+        event: OutboxEvent,
+    ) -> Result<bool>;
+    /// `false` (no event) if absent.
+    async fn remove_blocked_term(
+        &self,
+        scope: &TermScope,
+        term: &str,
+        event: OutboxEvent,
+    ) -> Result<bool>;
+    /// Mutes still in force at `now_ms` (`until_ms > now_ms`), by user id.
+    /// Time is the caller's: the store never reads the clock to decide.
+    async fn mutes(&self, room_id: &str, now_ms: u64) -> Result<Vec<Mute>>;
+    /// Mutes until `until_ms`, or unmutes with `None`. The event is always
+    /// written: moderators see every action, even a redundant one.
+    async fn set_mute(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        until_ms: Option<u64>,
+        event: OutboxEvent,
+    ) -> Result<()>;
+
+    // ---- outbox ----
+
+    /// Events not yet relayed, oldest first.
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// Forgets events the relay has published.
+    async fn outbox_remove(&self, positions: Vec<u64>) -> Result<()>;
+    /// How many events wait: the relay's lag, exported as a gauge.
+    async fn outbox_depth(&self) -> Result<u64>;
+    /// Notified after every commit that added outbox rows, so the relay wakes
+    /// without polling.
+    fn outbox_notify(&self) -> Arc<Notify>;
+    /// Barrier: returns once every write submitted before the call is
+    /// committed.
+    async fn flush(&self) -> Result<()>;
+}

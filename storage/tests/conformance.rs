@@ -1,0 +1,662 @@
+//! The `Store` contract, written against `&dyn Store` so every backend runs
+//! the same functions: the embedded store below, the Scylla backend later
+//! (add its fixture and one `suite!` line).
+//!
+//! The `embedded` module at the end holds what only a local file can show:
+//! reopen after close, schema versions, drop without close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::v1::DanmakuItem;
+use storage::{EmbeddedOptions, EmbeddedStore, OutboxEvent, Room, Store, StoreError, TermScope};
+use tempfile::TempDir;
+
+fn event(id: &str) -> OutboxEvent {
+    OutboxEvent {
+        id: id.to_owned(),
+        subject: format!("live.test.{id}"),
+        payload: Bytes::from(format!("payload of {id}")),
+    }
+}
+
+fn room(room_id: &str, created_ms: u64) -> Room {
+    Room {
+        room_id: room_id.to_owned(),
+        title: format!("title of {room_id}"),
+        created_ms,
+        closed_ms: None,
+    }
+}
+
+fn item(seq: u64) -> DanmakuItem {
+    DanmakuItem {
+        seq,
+        user_id: format!("u{}", seq % 7),
+        name: "Ann".into(),
+        text: format!("message {seq}"),
+        mode: 1,
+        color: 0x00_FF_00,
+        ts_ms: 1_700_000_000_000 + seq,
+        client_msg_id: format!("c{seq}"),
+        count: 3,
+    }
+}
+
+fn seqs(items: &[DanmakuItem]) -> Vec<u64> {
+    items.iter().map(|i| i.seq).collect()
+}
+
+async fn outbox_ids(store: &dyn Store) -> Vec<String> {
+    store
+        .outbox_pending(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.event.id)
+        .collect()
+}
+
+/// The backend-independent contract.
+mod suite {
+    use super::*;
+
+    pub async fn create_room_is_idempotent(store: &dyn Store) {
+        assert!(
+            store
+                .create_room(room("r1", 100), event("e1"))
+                .await
+                .unwrap()
+        );
+        let mut again = room("r1", 200);
+        again.title = "another title".into();
+        assert!(!store.create_room(again, event("e2")).await.unwrap());
+
+        assert_eq!(store.room("r1").await.unwrap(), Some(room("r1", 100)));
+        assert_eq!(outbox_ids(store).await, ["e1"]);
+        assert_eq!(store.outbox_depth().await.unwrap(), 1);
+        assert_eq!(store.room("missing").await.unwrap(), None);
+    }
+
+    pub async fn closing_twice_closes_once(store: &dyn Store) {
+        store
+            .create_room(room("r1", 100), event("e1"))
+            .await
+            .unwrap();
+        assert!(store.close_room("r1", 500, event("e2")).await.unwrap());
+        assert!(!store.close_room("r1", 600, event("e3")).await.unwrap());
+        assert!(!store.close_room("missing", 600, event("e4")).await.unwrap());
+
+        let closed = store.room("r1").await.unwrap().unwrap();
+        assert_eq!(closed.closed_ms, Some(500));
+        assert_eq!(outbox_ids(store).await, ["e1", "e2"]);
+        // A closed room's id is never reused.
+        assert!(
+            !store
+                .create_room(room("r1", 700), event("e5"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 2);
+    }
+
+    pub async fn open_rooms_are_ordered_by_creation_then_id(store: &dyn Store) {
+        for (id, created, ev) in [("r2", 200, "e1"), ("r3", 100, "e2"), ("r1", 100, "e3")] {
+            store
+                .create_room(room(id, created), event(ev))
+                .await
+                .unwrap();
+        }
+        let ids = |rooms: Vec<Room>| rooms.into_iter().map(|r| r.room_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.open_rooms().await.unwrap()), ["r1", "r3", "r2"]);
+        store.close_room("r3", 300, event("e4")).await.unwrap();
+        assert_eq!(ids(store.open_rooms().await.unwrap()), ["r1", "r2"]);
+    }
+
+    pub async fn danmaku_after_walks_across_the_bucket_boundary(store: &dyn Store) {
+        // Two calls, the second entirely in bucket 1.
+        let first: Vec<_> = (4090..4096).map(item).collect();
+        let second: Vec<_> = (4096..=4100).map(item).collect();
+        store
+            .append_danmaku("r1", first, event("e1"))
+            .await
+            .unwrap();
+        store
+            .append_danmaku("r1", second, event("e2"))
+            .await
+            .unwrap();
+
+        let page = store.danmaku_after("r1", 4093, 3).await.unwrap();
+        assert_eq!(seqs(&page), [4094, 4095, 4096]);
+        // Every field round-trips, count as given.
+        assert_eq!(page[2], item(4096));
+
+        let rest = store.danmaku_after("r1", 4093, 100).await.unwrap();
+        assert_eq!(seqs(&rest), (4094..=4100).collect::<Vec<_>>());
+        assert_eq!(
+            seqs(&store.danmaku_after("r1", 0, 2).await.unwrap()),
+            [4090, 4091]
+        );
+        assert!(
+            store
+                .danmaku_after("r1", 4100, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.danmaku_after("r1", 0, 0).await.unwrap().is_empty());
+        assert!(
+            store
+                .danmaku_after("r1", u64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Other rooms are other partitions.
+        assert!(store.danmaku_after("r2", 0, 10).await.unwrap().is_empty());
+        assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), 4100);
+        assert_eq!(store.last_danmaku_seq("r2").await.unwrap(), 0);
+    }
+
+    pub async fn recent_danmaku_is_the_tail_in_ascending_order(store: &dyn Store) {
+        let items: Vec<_> = (4094..=4098).map(item).collect();
+        store
+            .append_danmaku("r1", items, event("e1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            seqs(&store.recent_danmaku("r1", 3).await.unwrap()),
+            [4096, 4097, 4098]
+        );
+        assert_eq!(
+            seqs(&store.recent_danmaku("r1", 4).await.unwrap()),
+            [4095, 4096, 4097, 4098]
+        );
+        assert_eq!(
+            seqs(&store.recent_danmaku("r1", 100).await.unwrap()).len(),
+            5
+        );
+        assert!(store.recent_danmaku("r1", 0).await.unwrap().is_empty());
+        assert!(store.recent_danmaku("nobody", 10).await.unwrap().is_empty());
+    }
+
+    pub async fn deleted_danmaku_is_hidden_but_keeps_its_seq(store: &dyn Store) {
+        store
+            .append_danmaku("r1", (1..=5).map(item).collect(), event("e1"))
+            .await
+            .unwrap();
+        assert!(store.delete_danmaku("r1", 3, event("e2")).await.unwrap());
+        assert!(!store.delete_danmaku("r1", 3, event("e3")).await.unwrap());
+        assert!(!store.delete_danmaku("r1", 99, event("e4")).await.unwrap());
+        assert!(!store.delete_danmaku("r2", 1, event("e5")).await.unwrap());
+
+        assert_eq!(
+            seqs(&store.danmaku_after("r1", 0, 10).await.unwrap()),
+            [1, 2, 4, 5]
+        );
+        assert_eq!(seqs(&store.danmaku_after("r1", 2, 1).await.unwrap()), [4]);
+        assert_eq!(seqs(&store.recent_danmaku("r1", 2).await.unwrap()), [4, 5]);
+
+        assert!(store.delete_danmaku("r1", 5, event("e6")).await.unwrap());
+        assert_eq!(seqs(&store.recent_danmaku("r1", 2).await.unwrap()), [2, 4]);
+        // The newest row is deleted, yet its seq stays taken.
+        assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), 5);
+        assert_eq!(outbox_ids(store).await, ["e1", "e2", "e6"]);
+    }
+
+    /// Many appends at once land in shared transactions; a bad one fails
+    /// alone and leaves nothing behind, its event included.
+    pub async fn a_duplicate_seq_fails_only_its_own_append(store: Arc<dyn Store>) {
+        const WRITERS: u64 = 64;
+        let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS as usize + 3));
+        let mut tasks = Vec::new();
+        let spawn = |items: Vec<DanmakuItem>, id: String| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.append_danmaku("r1", items, event(&id)).await
+            })
+        };
+        for seq in 1..=WRITERS {
+            tasks.push((seq, spawn(vec![item(seq)], format!("ok{seq}"))));
+        }
+        // Duplicate within one call: always refused, whole call.
+        let inner = spawn(vec![item(1000), item(1001), item(1000)], "inner".into());
+        // Two calls racing for seq 2000: exactly one wins.
+        let race_a = spawn(vec![item(2000)], "race-a".into());
+        let race_b = spawn(vec![item(2000), item(2001)], "race-b".into());
+
+        for (seq, task) in tasks {
+            task.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("append of seq {seq} failed: {e}"));
+        }
+        assert!(matches!(inner.await.unwrap(), Err(StoreError::Sqlite(_))));
+        let a = race_a.await.unwrap();
+        let b = race_b.await.unwrap();
+        assert!(
+            a.is_ok() != b.is_ok(),
+            "exactly one racer wins: {a:?} / {b:?}"
+        );
+
+        let stored = store.danmaku_after("r1", 0, 10_000).await.unwrap();
+        let mut expected: Vec<u64> = (1..=WRITERS).collect();
+        expected.push(2000);
+        if b.is_ok() {
+            expected.push(2001);
+        }
+        assert_eq!(seqs(&stored), expected);
+
+        let ids = outbox_ids(store.as_ref()).await;
+        assert_eq!(ids.len(), WRITERS as usize + 1);
+        assert!(!ids.iter().any(|id| id == "inner"));
+        let winner = if a.is_ok() { "race-a" } else { "race-b" };
+        let loser = if a.is_ok() { "race-b" } else { "race-a" };
+        assert!(ids.iter().any(|id| id == winner));
+        assert!(!ids.iter().any(|id| id == loser));
+        let expected_last = if b.is_ok() { 2001 } else { 2000 };
+        assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), expected_last);
+    }
+
+    pub async fn outbox_keeps_write_order_and_forgets_what_is_removed(store: &dyn Store) {
+        store.create_room(room("r1", 1), event("e1")).await.unwrap();
+        store
+            .add_blocked_term(&TermScope::Global, "spam", event("e2"))
+            .await
+            .unwrap();
+        store
+            .set_mute("r1", "u1", Some(10), event("e3"))
+            .await
+            .unwrap();
+        store
+            .append_danmaku("r1", vec![item(1)], event("e4"))
+            .await
+            .unwrap();
+
+        let rows = store.outbox_pending(10).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+            ["e1", "e2", "e3", "e4"].map(event)
+        );
+        assert!(rows.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(store.outbox_depth().await.unwrap(), 4);
+        assert_eq!(store.outbox_pending(2).await.unwrap(), rows[..2]);
+        assert!(store.outbox_pending(0).await.unwrap().is_empty());
+
+        store
+            .outbox_remove(vec![rows[0].position, rows[1].position])
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_pending(10).await.unwrap(), rows[2..]);
+        assert_eq!(store.outbox_depth().await.unwrap(), 2);
+        // Removing what is gone is harmless.
+        store.outbox_remove(vec![rows[0].position]).await.unwrap();
+        store.outbox_remove(Vec::new()).await.unwrap();
+
+        store
+            .outbox_remove(rows.iter().map(|r| r.position).collect())
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_depth().await.unwrap(), 0);
+        // Positions keep increasing after the outbox empties.
+        store.close_room("r1", 2, event("e5")).await.unwrap();
+        let next = store.outbox_pending(10).await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert!(next[0].position > rows[3].position);
+    }
+
+    pub async fn outbox_notify_wakes_the_relay_after_a_write(store: &dyn Store) {
+        let notify = store.outbox_notify();
+        let wait = Duration::from_secs(10);
+
+        // A relay already waiting.
+        let waiter = {
+            let notify = Arc::clone(&notify);
+            tokio::spawn(async move { tokio::time::timeout(wait, notify.notified()).await })
+        };
+        tokio::task::yield_now().await;
+        store.create_room(room("r1", 1), event("e1")).await.unwrap();
+        assert!(waiter.await.unwrap().is_ok(), "waiting relay was not woken");
+
+        // A relay that starts waiting only after the commit still wakes,
+        // and finds the row there.
+        store.create_room(room("r2", 1), event("e2")).await.unwrap();
+        assert!(tokio::time::timeout(wait, notify.notified()).await.is_ok());
+        assert_eq!(outbox_ids(store).await, ["e1", "e2"]);
+    }
+
+    pub async fn mutes_expire_by_the_callers_clock(store: &dyn Store) {
+        store
+            .set_mute("r1", "u1", Some(1000), event("e1"))
+            .await
+            .unwrap();
+        store
+            .set_mute("r1", "u2", Some(2000), event("e2"))
+            .await
+            .unwrap();
+        store
+            .set_mute("r2", "u3", Some(5000), event("e3"))
+            .await
+            .unwrap();
+        let users = |mutes: Vec<storage::Mute>| {
+            mutes
+                .into_iter()
+                .map(|m| (m.user_id, m.until_ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            users(store.mutes("r1", 999).await.unwrap()),
+            [("u1".to_owned(), 1000), ("u2".to_owned(), 2000)]
+        );
+        assert_eq!(
+            users(store.mutes("r1", 1000).await.unwrap()),
+            [("u2".to_owned(), 2000)]
+        );
+        assert!(store.mutes("r1", 2000).await.unwrap().is_empty());
+
+        // Extending replaces; unmuting deletes; both always announce.
+        store
+            .set_mute("r1", "u1", Some(3000), event("e4"))
+            .await
+            .unwrap();
+        store.set_mute("r1", "u2", None, event("e5")).await.unwrap();
+        store
+            .set_mute("r1", "ghost", None, event("e6"))
+            .await
+            .unwrap();
+        assert_eq!(
+            users(store.mutes("r1", 2500).await.unwrap()),
+            [("u1".to_owned(), 3000)]
+        );
+        assert_eq!(
+            users(store.mutes("r2", 0).await.unwrap()),
+            [("u3".to_owned(), 5000)]
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 6);
+    }
+
+    pub async fn blocked_terms_are_separate_per_scope(store: &dyn Store) {
+        let global = TermScope::Global;
+        let r1 = TermScope::Room("r1".into());
+        let r2 = TermScope::Room("r2".into());
+        assert!(
+            store
+                .add_blocked_term(&global, "zeta", event("e1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .add_blocked_term(&global, "alpha", event("e2"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .add_blocked_term(&global, "zeta", event("e3"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .add_blocked_term(&r1, "zeta", event("e4"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .add_blocked_term(&r2, "beta", event("e5"))
+                .await
+                .unwrap()
+        );
+
+        assert_eq!(
+            store.blocked_terms(&global).await.unwrap(),
+            ["alpha", "zeta"]
+        );
+        assert_eq!(store.blocked_terms(&r1).await.unwrap(), ["zeta"]);
+        assert_eq!(store.blocked_terms(&r2).await.unwrap(), ["beta"]);
+
+        assert!(
+            store
+                .remove_blocked_term(&r1, "zeta", event("e6"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_blocked_term(&r1, "zeta", event("e7"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_blocked_term(&r2, "zeta", event("e8"))
+                .await
+                .unwrap()
+        );
+        assert!(store.blocked_terms(&r1).await.unwrap().is_empty());
+        assert_eq!(
+            store.blocked_terms(&global).await.unwrap(),
+            ["alpha", "zeta"]
+        );
+        assert_eq!(outbox_ids(store).await, ["e1", "e2", "e4", "e5", "e6"]);
+    }
+
+    pub async fn last_seq_and_flush_are_barriers(store: Arc<dyn Store>) {
+        // Writes queued behind one another from several tasks; once each
+        // has been submitted, a barrier call sees it.
+        let mut tasks = Vec::new();
+        for seq in 1..=20 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_danmaku("r1", vec![item(seq)], event(&format!("e{seq}")))
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), 20);
+        assert_eq!(store.outbox_depth().await.unwrap(), 20);
+    }
+}
+
+fn open(dir: &std::path::Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap()
+}
+
+/// One `#[tokio::test]` per suite function, on a fresh embedded store.
+macro_rules! embedded_suite {
+    (borrowed: $($name:ident),* ; shared: $($shared:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let dir = TempDir::new().unwrap();
+                let store = open(dir.path());
+                suite::$name(&store).await;
+                store.close().await.unwrap();
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $shared() {
+                let dir = TempDir::new().unwrap();
+                let store = Arc::new(open(dir.path()));
+                suite::$shared(Arc::clone(&store) as Arc<dyn Store>).await;
+                store.close().await.unwrap();
+            }
+        )*
+    };
+}
+
+embedded_suite!(
+    borrowed:
+        create_room_is_idempotent,
+        closing_twice_closes_once,
+        open_rooms_are_ordered_by_creation_then_id,
+        danmaku_after_walks_across_the_bucket_boundary,
+        recent_danmaku_is_the_tail_in_ascending_order,
+        deleted_danmaku_is_hidden_but_keeps_its_seq,
+        outbox_keeps_write_order_and_forgets_what_is_removed,
+        outbox_notify_wakes_the_relay_after_a_write,
+        mutes_expire_by_the_callers_clock,
+        blocked_terms_are_separate_per_scope;
+    shared:
+        a_duplicate_seq_fails_only_its_own_append,
+        last_seq_and_flush_are_barriers,
+);
+
+/// What only the embedded backend can show.
+mod embedded {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn data_survives_close_and_reopen() {
+        let dir = TempDir::new().unwrap();
+        let store = open(dir.path());
+        store.create_room(room("r1", 1), event("e1")).await.unwrap();
+        store
+            .append_danmaku("r1", (4095..=4097).map(item).collect(), event("e2"))
+            .await
+            .unwrap();
+        store.delete_danmaku("r1", 4097, event("e3")).await.unwrap();
+        store
+            .add_blocked_term(&TermScope::Global, "spam", event("e4"))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+
+        // Closed: writes are refused, committed data still reads.
+        assert!(matches!(
+            store.create_room(room("r2", 1), event("e5")).await,
+            Err(StoreError::Closed)
+        ));
+        assert!(matches!(store.flush().await, Err(StoreError::Closed)));
+        assert!(matches!(
+            store.last_danmaku_seq("r1").await,
+            Err(StoreError::Closed)
+        ));
+        assert!(store.room("r1").await.unwrap().is_some());
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = open(dir.path());
+        assert_eq!(store.room("r1").await.unwrap(), Some(room("r1", 1)));
+        assert_eq!(store.room("r2").await.unwrap(), None);
+        assert_eq!(
+            seqs(&store.danmaku_after("r1", 0, 10).await.unwrap()),
+            [4095, 4096]
+        );
+        assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), 4097);
+        assert_eq!(
+            store.blocked_terms(&TermScope::Global).await.unwrap(),
+            ["spam"]
+        );
+        assert_eq!(outbox_ids(&store).await, ["e1", "e2", "e3", "e4"]);
+        // Numbering goes on where it stopped.
+        store.create_room(room("r3", 2), event("e6")).await.unwrap();
+        let rows = store.outbox_pending(10).await.unwrap();
+        assert_eq!(rows.last().unwrap().event.id, "e6");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_database_from_a_newer_build_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let store = open(dir.path());
+        store.create_room(room("r1", 1), event("e1")).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let path = dir.path().join(storage::DB_FILE);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+
+        match EmbeddedStore::open(dir.path(), EmbeddedOptions::default()) {
+            Err(StoreError::Migration(message)) => {
+                assert!(message.contains("999"), "{message}");
+                assert!(message.contains("newer"), "{message}");
+            }
+            Err(other) => panic!("expected a migration error, got {other}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn drop_without_close_keeps_acknowledged_writes() {
+        let dir = TempDir::new().unwrap();
+        let store = Arc::new(open(dir.path()));
+        let mut tasks = Vec::new();
+        for seq in 1..=10 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_danmaku("r1", vec![item(seq)], event(&format!("e{seq}")))
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        drop(store);
+
+        let store = open(dir.path());
+        assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), 10);
+        assert_eq!(store.outbox_depth().await.unwrap(), 10);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn open_creates_the_directory_and_honours_options() {
+        let dir = TempDir::new().unwrap();
+        let nested = dir.path().join("a").join("b");
+        let store = EmbeddedStore::open(
+            &nested,
+            EmbeddedOptions {
+                synchronous_full: false,
+                max_group: 1,
+                readers: 1,
+            },
+        )
+        .unwrap();
+        assert!(nested.join(storage::DB_FILE).exists());
+        // max_group 1 and one reader still serve concurrent callers.
+        let store = Arc::new(store);
+        let mut tasks = Vec::new();
+        for seq in 1..=8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_danmaku("r1", vec![item(seq)], event(&format!("e{seq}")))
+                    .await?;
+                store.danmaku_after("r1", seq - 1, 1).await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap().len(), 1);
+        }
+        store.close().await.unwrap();
+
+        let conn = rusqlite::Connection::open(nested.join(storage::DB_FILE)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reused_event_id_refuses_the_change_it_announces() {
+        let dir = TempDir::new().unwrap();
+        let store = open(dir.path());
+        store.create_room(room("r1", 1), event("e1")).await.unwrap();
+        assert!(store.create_room(room("r2", 1), event("e1")).await.is_err());
+        assert_eq!(store.room("r2").await.unwrap(), None);
+        store.close().await.unwrap();
+    }
+}
