@@ -1,1 +1,191 @@
-//! (being written)
+//! # engine: the `live-engine` binary
+//!
+//! Wiring only: reads [`Config`], opens the embedded store, picks the event
+//! bus (in-process, or NATS JetStream when `nats_url` is set), starts the
+//! actor tree and the gateway, and stops them in order.
+//!
+//! Shutdown order matters for "acknowledged means durable": stop accepting,
+//! close every session with a close frame, let each room commit and
+//! broadcast what it accepted, publish what the outbox holds, then close
+//! the store (which flushes the writer).
+//!
+//! [`Engine`] is also how black-box tests run a real engine in-process on
+//! an ephemeral port.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actors::{Actors, RoomSupervisorMsg};
+use anyhow::{Context, bail};
+use bus::{EventBus, InProcessBus, NatsBus, NatsOptions};
+use gateway::{AppState, Auth};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use storage::{EmbeddedOptions, EmbeddedStore, Store, TermScope};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+pub struct Engine {
+    http_addr: SocketAddr,
+    admin_key: String,
+    actors: Actors,
+    store: Arc<EmbeddedStore>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    server: JoinHandle<std::io::Result<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Engine {
+    pub async fn start(config: Config) -> anyhow::Result<Engine> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let admin_key = match &config.admin_key {
+            Some(key) => key.clone(),
+            None => load_or_generate_admin_key(&config.data_dir)?,
+        };
+        let options = EmbeddedOptions { synchronous_full: config.store.synchronous_full, max_group: config.store.max_group, ..EmbeddedOptions::default() };
+        let store = Arc::new(
+            EmbeddedStore::open(&config.data_dir, options)
+                .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+        );
+        let bus: Arc<dyn EventBus> = match &config.nats_url {
+            Some(url) => {
+                let nats = NatsBus::connect(NatsOptions::new(url.clone())).await.context("cannot configure NATS")?;
+                match tokio::time::timeout(Duration::from_secs(3), nats.ensure_streams()).await {
+                    Ok(Ok(())) => tracing::info!(%url, "event bus: NATS JetStream"),
+                    _ => tracing::warn!(%url, "NATS not reachable yet; events wait in the outbox until it is"),
+                }
+                Arc::new(nats)
+            }
+            None => {
+                tracing::info!("event bus: in-process");
+                Arc::new(InProcessBus::default())
+            }
+        };
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let actors = Actors::start(dyn_store.clone(), bus, config.actors()).await.context("cannot start the actor tree")?;
+        seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
+
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let app = AppState {
+            actors: actors.clone(),
+            store: dyn_store,
+            auth: Arc::new(Auth::new(&admin_key)),
+            config: Arc::new(config.gateway()),
+            metrics: metrics_handle(),
+            shutdown: shutdown.clone(),
+            sessions: sessions.clone(),
+        };
+        let router = gateway::router(app);
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await });
+        tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "live-engine listening");
+        Ok(Engine { http_addr, admin_key, actors, store, shutdown, sessions, server, shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s) })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    /// The actor tree, for fault-injection tests.
+    pub fn actors(&self) -> &Actors {
+        &self.actors
+    }
+
+    /// Resolves if the actor tree stops on its own (a child past its
+    /// restart budget): the process should exit and be restarted.
+    pub async fn failed(&self) {
+        self.actors.stopped().await;
+    }
+
+    /// Graceful shutdown; see the crate docs for the order.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.sessions.wait()).await.is_err() {
+            tracing::warn!("sessions did not close in time");
+        }
+        self.actors.shutdown().await;
+        self.store.close().await.context("flushing the store")?;
+        match tokio::time::timeout(self.shutdown_timeout, self.server).await {
+            Ok(Ok(result)) => result.context("http server")?,
+            Ok(Err(join)) => bail!("http server task failed: {join}"),
+            Err(_) => tracing::warn!("http server did not stop in time"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// One recorder per process (tests may start several engines).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Blocked terms from the configuration join the global list at start-up.
+async fn seed_global_terms(actors: &Actors, store: &dyn Store, terms: &[String]) -> anyhow::Result<()> {
+    let present = store.blocked_terms(&TermScope::Global).await?;
+    for term in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if present.iter().any(|p| p == term) {
+            continue;
+        }
+        let (term, by) = (term.to_owned(), "config".to_owned());
+        ractor::call_t!(actors.rooms(), |reply| RoomSupervisorMsg::GlobalTerm { term, add: true, by, reply }, 10_000)
+            .map_err(|e| anyhow::anyhow!("seeding blocked terms: {e}"))?
+            .map_err(|e| anyhow::anyhow!("seeding blocked terms: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The admin key of a data directory: read from `admin.key`, or generated,
+/// saved with mode 0600, and printed once.
+fn load_or_generate_admin_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        let key = key.trim().to_owned();
+        if key.len() >= 16 {
+            return Ok(key);
+        }
+        bail!("{} holds no valid admin key; delete it or set LIVE_ADMIN_KEY", path.display());
+    }
+    let bytes: [u8; 24] = rand::random();
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("Generated admin key (saved in {}): {key}", path.display());
+    Ok(key)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}

@@ -1,1 +1,56 @@
-//! (being written)
+//! # gateway: the HTTP and WebSocket edge
+//!
+//! Translates HTTP and WebSocket traffic into actor messages and back, and
+//! nothing more: no domain rule lives here. Routes are listed in
+//! [`router`] and documented in docs/protocol.md.
+//!
+//! Cross-cutting concerns are tower layers on the router: authentication
+//! ([`auth::authenticate`]), body limits, tracing, CORS. Handlers extract,
+//! authorize, call, and map errors through [`error::ApiError`], the one
+//! error shape of the engine.
+//!
+//! Sits under `engine/` (which builds the [`state::AppState`]) and over
+//! `actors/` and `storage/`.
+
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod ws;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Auth, Claims, Grant, Principal};
+pub use error::ApiError;
+pub use state::{AppState, GatewayConfig};
+
+use routes::{danmaku, moderation, ops, rooms, tokens};
+
+pub fn router(app: AppState) -> Router {
+    let body_limit = app.config.max_message_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/tokens", post(tokens::issue))
+        .route("/v1/rooms", post(rooms::create).get(rooms::list))
+        .route("/v1/rooms/{room}", get(rooms::get).delete(rooms::delete))
+        .route("/v1/rooms/{room}/ws", get(ws::connect))
+        .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
+        .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))
+        .route("/v1/rooms/{room}/blocked_terms", get(moderation::room_terms).post(moderation::add_room_term))
+        .route("/v1/rooms/{room}/blocked_terms/{term}", delete(moderation::remove_room_term))
+        .route("/v1/rooms/{room}/mutes/{user}", put(moderation::mute).delete(moderation::unmute))
+        .route("/v1/blocked_terms", get(moderation::global_terms).post(moderation::add_global_term))
+        .route("/v1/blocked_terms/{term}", delete(moderation::remove_global_term))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route") })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CorsLayer::permissive())
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}

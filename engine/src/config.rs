@@ -1,0 +1,257 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `LIVE_*`
+//! environment variables, each layer overriding the one before.
+//!
+//! Top-level keys map to `LIVE_<KEY>` (`http_addr` <- `LIVE_HTTP_ADDR`);
+//! keys in a section use a double underscore (`danmaku.max_chars` <-
+//! `LIVE_DANMAKU__MAX_CHARS`). Every key, with its default, is documented in
+//! docs/operations.md and in `deploy/live-engine.sample.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the HTTP API and WebSockets listen.
+    pub http_addr: SocketAddr,
+    /// The embedded store and the generated admin key live here.
+    pub data_dir: PathBuf,
+    /// Signs access tokens and authorizes admin calls. Generated (and kept
+    /// in `<data_dir>/admin.key`) when absent.
+    pub admin_key: Option<String>,
+    /// NATS server with JetStream; unset or empty: the in-process bus.
+    pub nats_url: Option<String>,
+    /// UDP address of the media plane (used by the SFU).
+    pub media_udp_addr: SocketAddr,
+    pub danmaku: DanmakuSection,
+    pub ws: WsSection,
+    pub store: StoreSection,
+    /// How long a graceful shutdown may take before it gives up waiting.
+    pub shutdown_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DanmakuSection {
+    pub max_chars: usize,
+    pub rate_limit: u32,
+    pub rate_window_s: u64,
+    pub batch_window_ms: u64,
+    pub merge_window_ms: u64,
+    pub batch_max_items: usize,
+    pub recovery_limit: usize,
+    pub history_limit: usize,
+    pub presence_interval_ms: u64,
+    /// Blocked terms applied in every room, on top of those managed through
+    /// the API.
+    pub blocked_terms: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsSection {
+    pub max_message_bytes: usize,
+    pub write_timeout_ms: u64,
+    pub keepalive_s: u64,
+    pub session_queue: usize,
+    pub broadcast_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// fsync every commit (durable against power loss). `false` survives a
+    /// process crash only.
+    pub synchronous_full: bool,
+    pub max_group: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            admin_key: None,
+            nats_url: None,
+            media_udp_addr: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            danmaku: DanmakuSection::default(),
+            ws: WsSection::default(),
+            store: StoreSection::default(),
+            shutdown_timeout_s: 10,
+        }
+    }
+}
+
+impl Default for DanmakuSection {
+    fn default() -> Self {
+        Self {
+            max_chars: 100,
+            rate_limit: 20,
+            rate_window_s: 30,
+            batch_window_ms: 50,
+            merge_window_ms: 1000,
+            batch_max_items: 256,
+            recovery_limit: 1000,
+            history_limit: 1000,
+            presence_interval_ms: 5000,
+            blocked_terms: Vec::new(),
+        }
+    }
+}
+
+impl Default for WsSection {
+    fn default() -> Self {
+        Self { max_message_bytes: 16 * 1024, write_timeout_ms: 10_000, keepalive_s: 20, session_queue: 256, broadcast_capacity: 1024 }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { synchronous_full: true, max_group: 1024 }
+    }
+}
+
+/// The sections and keys the environment may set; anything else with the
+/// `LIVE_` prefix is ignored rather than rejected, so unrelated variables
+/// cannot stop the engine.
+const ENV_KEYS: &[&str] = &["http_addr", "data_dir", "admin_key", "nats_url", "media_udp_addr", "danmaku", "ws", "store", "shutdown_timeout_s"];
+
+impl Config {
+    /// Loads the layers; `file` must exist when given.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("LIVE_").split("__").filter(|key| {
+                let section = key.as_str().split('.').next().unwrap_or("").to_ascii_lowercase();
+                ENV_KEYS.contains(&section.as_str())
+            }),
+        );
+        let mut config: Config = figment.extract().map_err(|e| e.to_string())?;
+        if config.nats_url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            config.nats_url = None;
+        }
+        if config.admin_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            config.admin_key = None;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let d = &self.danmaku;
+        let checks = [
+            (d.max_chars == 0, "danmaku.max_chars must be at least 1"),
+            (d.rate_window_s == 0, "danmaku.rate_window_s must be at least 1"),
+            (d.batch_max_items == 0, "danmaku.batch_max_items must be at least 1"),
+            (d.history_limit == 0, "danmaku.history_limit must be at least 1"),
+            (d.presence_interval_ms == 0, "danmaku.presence_interval_ms must be at least 1"),
+            (self.ws.max_message_bytes < 256, "ws.max_message_bytes must be at least 256"),
+            (self.ws.session_queue == 0, "ws.session_queue must be at least 1"),
+            (self.ws.broadcast_capacity == 0, "ws.broadcast_capacity must be at least 1"),
+            (self.ws.keepalive_s == 0, "ws.keepalive_s must be at least 1"),
+            (self.store.max_group == 0, "store.max_group must be at least 1"),
+            (self.admin_key.as_deref().is_some_and(|k| k.len() < 16), "admin_key must be at least 16 characters"),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, message)) => Err((*message).to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn actors(&self) -> actors::ActorsConfig {
+        let d = &self.danmaku;
+        actors::ActorsConfig {
+            danmaku: actors::DanmakuConfig {
+                max_chars: d.max_chars,
+                rate_limit: d.rate_limit,
+                rate_window: Duration::from_secs(d.rate_window_s),
+                batch: interactive_batch(d),
+                recovery_limit: d.recovery_limit,
+                dedupe_capacity: 1024,
+            },
+            presence_interval: Duration::from_millis(d.presence_interval_ms),
+            broadcast_capacity: self.ws.broadcast_capacity,
+            session_queue: self.ws.session_queue,
+            ..actors::ActorsConfig::default()
+        }
+    }
+
+    pub fn gateway(&self) -> gateway::GatewayConfig {
+        gateway::GatewayConfig {
+            max_message_bytes: self.ws.max_message_bytes,
+            write_timeout: Duration::from_millis(self.ws.write_timeout_ms),
+            keepalive: Duration::from_secs(self.ws.keepalive_s),
+            history_limit: self.danmaku.history_limit,
+            recovery_limit: self.danmaku.recovery_limit,
+            session_queue: self.ws.session_queue,
+        }
+    }
+}
+
+fn interactive_batch(d: &DanmakuSection) -> interactive::BatchConfig {
+    interactive::BatchConfig {
+        window: Duration::from_millis(d.batch_window_ms),
+        merge_window: Duration::from_millis(d.merge_window_ms),
+        max_items: d.batch_max_items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_file_and_environment_layer_in_that_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file("live.toml", "http_addr = \"127.0.0.1:9000\"\n[danmaku]\nmax_chars = 50\nrate_limit = 5\n")?;
+            jail.set_env("LIVE_DANMAKU__RATE_LIMIT", "7");
+            jail.set_env("LIVE_DATA_DIR", "/tmp/x");
+            jail.set_env("LIVE_UNRELATED", "ignored");
+            let config = Config::load(Some(Path::new("live.toml"))).map_err(figment::Error::from)?;
+            assert_eq!(config.http_addr.port(), 9000);
+            assert_eq!(config.danmaku.max_chars, 50);
+            assert_eq!(config.danmaku.rate_limit, 7);
+            assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(config.nats_url, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "http_addr = \"not an address\"\n")?;
+            let error = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(error.contains("http_addr"), "{error}");
+            jail.create_file("typo.toml", "[danmaku]\nmax_char = 3\n")?;
+            let error = Config::load(Some(Path::new("typo.toml"))).unwrap_err();
+            assert!(error.contains("max_char"), "{error}");
+            jail.set_env("LIVE_DANMAKU__MAX_CHARS", "0");
+            let error = Config::load(None).unwrap_err();
+            assert!(error.contains("danmaku.max_chars"), "{error}");
+            Ok(())
+        });
+        assert!(Config::load(Some(Path::new("/no/such/file.toml"))).unwrap_err().contains("does not exist"));
+    }
+
+    #[test]
+    fn empty_nats_url_means_the_in_process_bus() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LIVE_NATS_URL", "");
+            assert_eq!(Config::load(None).map_err(figment::Error::from)?.nats_url, None);
+            Ok(())
+        });
+    }
+}

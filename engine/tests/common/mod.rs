@@ -1,0 +1,235 @@
+//! A real engine on an ephemeral port, and real WebSocket clients.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use engine::{Config, Engine};
+use futures_util::{SinkExt, StreamExt};
+use protocol::v1::server_frame::Frame;
+use protocol::v1::{DanmakuItem, SendDanmaku, client_frame};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestEngine {
+    pub engine: Option<Engine>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        admin_key: Some(ADMIN_KEY.into()),
+        ..Config::default()
+    }
+}
+
+impl TestEngine {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let engine = Engine::start(config).await.expect("engine starts");
+        let base = format!("http://{}", engine.http_addr());
+        Self { engine: Some(engine), base, http: reqwest::Client::new(), dir }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().unwrap()
+    }
+
+    pub fn ws_url(&self, room: &str) -> String {
+        format!("{}/v1/rooms/{room}/ws", self.base.replace("http://", "ws://"))
+    }
+
+    pub async fn create_room(&self, room: &str) {
+        let response = self
+            .http
+            .post(format!("{}/v1/rooms", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({ "room_id": room, "title": room }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    }
+
+    pub async fn token(&self, user: &str, room: &str, grants: &[&str]) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v1/tokens", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({ "user_id": user, "name": user.to_uppercase(), "room": room, "grants": grants }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A viewer that may chat.
+    pub async fn chatter(&self, user: &str, room: &str) -> Client {
+        let token = self.token(user, room, &["subscribe", "chat"]).await;
+        Client::connect(&self.ws_url(room), &token, None).await
+    }
+
+    pub async fn history(&self, room: &str, token: &str, after: u64) -> Vec<DanmakuItem> {
+        let response = self
+            .http
+            .get(format!("{}/v1/rooms/{room}/danmaku?after_seq={after}&limit=1000", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| match protocol::decode_server_json(&item.to_string()).unwrap() {
+                Frame::Danmaku(d) => d,
+                other => panic!("history item is not a danmaku: {other:?}"),
+            })
+            .collect()
+    }
+
+    pub async fn shutdown(mut self) {
+        self.engine.take().unwrap().shutdown().await.unwrap();
+    }
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub socket: Socket,
+    pub welcome: protocol::v1::Welcome,
+    /// Danmaku received but not yet taken by `next_items`.
+    pending: std::collections::VecDeque<DanmakuItem>,
+    /// Non-danmaku frames received while waiting for danmaku.
+    pub others: Vec<Frame>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, token: &str, after_seq: Option<u64>) -> Self {
+        let url = match after_seq {
+            Some(after) => format!("{url}?token={token}&after_seq={after}"),
+            None => format!("{url}?token={token}"),
+        };
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let mut client = Self { socket, welcome: Default::default(), pending: Default::default(), others: Vec::new() };
+        match client.next_frame().await {
+            Frame::Welcome(welcome) => client.welcome = welcome,
+            other => panic!("first frame must be welcome, got {other:?}"),
+        }
+        client
+    }
+
+    /// Tries to connect and returns the HTTP status of a refused upgrade.
+    pub async fn refused_status(url: &str, token: &str) -> u16 {
+        let request = format!("{url}?token={token}").into_client_request().unwrap();
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => panic!("upgrade unexpectedly accepted"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.socket.send(Message::text(value.to_string())).await.unwrap();
+    }
+
+    pub async fn send_danmaku(&mut self, text: &str, cmid: &str) {
+        let frame = client_frame::Frame::Danmaku(SendDanmaku { text: text.into(), mode: 0, color: 0xFFFFFF, client_msg_id: cmid.into() });
+        self.socket.send(Message::text(protocol::encode_client_json(&frame))).await.unwrap();
+    }
+
+    /// The next application frame (pings are answered by the library).
+    pub async fn next_frame(&mut self) -> Frame {
+        self.next_frame_within(WAIT).await.expect("a frame within the timeout")
+    }
+
+    /// The next application frame, or `None` after `wait`.
+    pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
+        loop {
+            let message = tokio::time::timeout(wait, self.socket.next()).await.ok()?.expect("socket open").expect("frame reads");
+            match message {
+                Message::Text(text) => return Some(protocol::decode_server_json(text.as_str()).expect("server frame decodes")),
+                Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next `n` danmaku items, flattening batches; other frames are kept
+    /// in `others`.
+    pub async fn next_items(&mut self, n: usize) -> Vec<DanmakuItem> {
+        while self.pending.len() < n {
+            match self.next_frame().await {
+                Frame::Danmaku(item) => self.pending.push_back(item),
+                Frame::Batch(batch) => {
+                    for item in batch.items {
+                        match item.frame {
+                            Some(Frame::Danmaku(d)) => self.pending.push_back(d),
+                            Some(other) => self.others.push(other),
+                            None => {}
+                        }
+                    }
+                }
+                Frame::Presence(_) => {}
+                other => self.others.push(other),
+            }
+        }
+        self.pending.drain(..n).collect()
+    }
+
+    /// The next frame that is not a danmaku, presence or batch.
+    pub async fn next_control(&mut self) -> Frame {
+        if !self.others.is_empty() {
+            return self.others.remove(0);
+        }
+        loop {
+            match self.next_frame().await {
+                Frame::Danmaku(item) => self.pending.push_back(item),
+                Frame::Batch(batch) => {
+                    for item in batch.items.into_iter().filter_map(|i| i.frame) {
+                        match item {
+                            Frame::Danmaku(d) => self.pending.push_back(d),
+                            other => return other,
+                        }
+                    }
+                }
+                Frame::Presence(_) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await.expect("close within the timeout") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+pub fn seqs(items: &[DanmakuItem]) -> Vec<u64> {
+    items.iter().map(|i| i.seq).collect()
+}
