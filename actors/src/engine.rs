@@ -31,28 +31,55 @@ pub struct Actors {
 }
 
 impl Actors {
-    pub async fn start(store: Arc<dyn Store>, bus: Arc<dyn EventBus>, config: ActorsConfig) -> Result<Self, ractor::SpawnErr> {
-        let deps = Deps { store, bus, config: Arc::new(config) };
+    pub async fn start(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        config: ActorsConfig,
+    ) -> Result<Self, ractor::SpawnErr> {
+        let deps = Deps {
+            store,
+            bus,
+            config: Arc::new(config),
+        };
         let (root, _) = Actor::spawn(None, EngineSupervisor, deps).await?;
         let children = root
             .call(EngineCall::Children, None)
             .await
             .ok()
             .and_then(|r| r.success_or(()).ok())
-            .ok_or_else(|| ractor::SpawnErr::StartupFailed("engine supervisor did not report its children".into()))?;
-        Ok(Self { children, root: root.get_cell().into() })
+            .ok_or_else(|| {
+                ractor::SpawnErr::StartupFailed(
+                    "engine supervisor did not report its children".into(),
+                )
+            })?;
+        Ok(Self {
+            children,
+            root: root.get_cell().into(),
+        })
     }
 
     pub fn rooms(&self) -> ActorRef<RoomSupervisorMsg> {
-        self.children.read().unwrap_or_else(|e| e.into_inner()).rooms.clone()
+        self.children
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .rooms
+            .clone()
     }
 
     pub fn sessions(&self) -> ActorRef<SessionSupervisorMsg> {
-        self.children.read().unwrap_or_else(|e| e.into_inner()).sessions.clone()
+        self.children
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sessions
+            .clone()
     }
 
     pub fn relay(&self) -> ActorRef<RelayMsg> {
-        self.children.read().unwrap_or_else(|e| e.into_inner()).relay.clone()
+        self.children
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .relay
+            .clone()
     }
 
     /// Graceful stop: every room commits and broadcasts what it accepted,
@@ -98,18 +125,49 @@ enum Child {
 }
 
 impl Deps {
-    async fn spawn_rooms(&self, supervisor: ActorCell) -> Result<ActorRef<RoomSupervisorMsg>, ractor::SpawnErr> {
-        let args = RoomSupervisorArgs { store: self.store.clone(), config: self.config.clone() };
-        Ok(RoomSupervisor::spawn_linked(None, RoomSupervisor, args, supervisor).await?.0)
+    async fn spawn_rooms(
+        &self,
+        supervisor: ActorCell,
+    ) -> Result<ActorRef<RoomSupervisorMsg>, ractor::SpawnErr> {
+        let args = RoomSupervisorArgs {
+            store: self.store.clone(),
+            config: self.config.clone(),
+        };
+        Ok(
+            RoomSupervisor::spawn_linked(None, RoomSupervisor, args, supervisor)
+                .await?
+                .0,
+        )
     }
 
-    async fn spawn_sessions(&self, supervisor: ActorCell) -> Result<ActorRef<SessionSupervisorMsg>, ractor::SpawnErr> {
-        Ok(SessionSupervisor::spawn_linked(None, SessionSupervisor, self.config.clone(), supervisor).await?.0)
+    async fn spawn_sessions(
+        &self,
+        supervisor: ActorCell,
+    ) -> Result<ActorRef<SessionSupervisorMsg>, ractor::SpawnErr> {
+        Ok(SessionSupervisor::spawn_linked(
+            None,
+            SessionSupervisor,
+            self.config.clone(),
+            supervisor,
+        )
+        .await?
+        .0)
     }
 
-    async fn spawn_relay(&self, supervisor: ActorCell) -> Result<ActorRef<RelayMsg>, ractor::SpawnErr> {
-        let args = RelayArgs { store: self.store.clone(), bus: self.bus.clone(), batch: self.config.relay_batch };
-        Ok(OutboxRelay::spawn_linked(None, OutboxRelay, args, supervisor).await?.0)
+    async fn spawn_relay(
+        &self,
+        supervisor: ActorCell,
+    ) -> Result<ActorRef<RelayMsg>, ractor::SpawnErr> {
+        let args = RelayArgs {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            batch: self.config.relay_batch,
+        };
+        Ok(
+            OutboxRelay::spawn_linked(None, OutboxRelay, args, supervisor)
+                .await?
+                .0,
+        )
     }
 }
 
@@ -118,32 +176,54 @@ impl Actor for EngineSupervisor {
     type State = EngineState;
     type Arguments = Deps;
 
-    async fn pre_start(&self, myself: ActorRef<EngineCall>, deps: Deps) -> Result<EngineState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EngineCall>,
+        deps: Deps,
+    ) -> Result<EngineState, ActorProcessingErr> {
         let cell = myself.get_cell();
         let children = Children {
             rooms: deps.spawn_rooms(cell.clone()).await?,
             sessions: deps.spawn_sessions(cell.clone()).await?,
             relay: deps.spawn_relay(cell).await?,
         };
-        Ok(EngineState { deps, children: Arc::new(RwLock::new(children)), restarts: Default::default() })
+        Ok(EngineState {
+            deps,
+            children: Arc::new(RwLock::new(children)),
+            restarts: Default::default(),
+        })
     }
 
-    async fn handle(&self, _: ActorRef<EngineCall>, msg: EngineCall, state: &mut EngineState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<EngineCall>,
+        msg: EngineCall,
+        state: &mut EngineState,
+    ) -> Result<(), ActorProcessingErr> {
         let EngineCall::Children(reply) = msg;
         let _ = reply.send(state.children.clone());
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<EngineCall>, event: SupervisionEvent, state: &mut EngineState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<EngineCall>,
+        event: SupervisionEvent,
+        state: &mut EngineState,
+    ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match event {
             SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
             _ => return Ok(()),
         };
         if myself.get_status() != ractor::ActorStatus::Running {
             return Ok(());
         }
-        let Some(child) = state.which(&cell) else { return Ok(()) };
+        let Some(child) = state.which(&cell) else {
+            return Ok(());
+        };
         tracing::error!(child = child.name(), %why, "engine child stopped; restarting");
         if !state.restarts[child as usize].allow(state.deps.config.restart_budget, Instant::now()) {
             return Err(format!("{} exceeded its restart budget", child.name()).into());
@@ -152,15 +232,27 @@ impl Actor for EngineSupervisor {
         match child {
             Child::Rooms => {
                 let rooms = state.deps.spawn_rooms(supervisor).await?;
-                state.children.write().unwrap_or_else(|e| e.into_inner()).rooms = rooms;
+                state
+                    .children
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .rooms = rooms;
             }
             Child::Sessions => {
                 let sessions = state.deps.spawn_sessions(supervisor).await?;
-                state.children.write().unwrap_or_else(|e| e.into_inner()).sessions = sessions;
+                state
+                    .children
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sessions = sessions;
             }
             Child::Relay => {
                 let relay = state.deps.spawn_relay(supervisor).await?;
-                state.children.write().unwrap_or_else(|e| e.into_inner()).relay = relay;
+                state
+                    .children
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .relay = relay;
             }
         }
         Ok(())

@@ -13,7 +13,12 @@ fn family(kind: &str) -> &str {
 }
 
 /// Wraps a payload into an outbox event of `kind` for `room_id`.
-pub fn outbox_event(kind: &str, room_id: &str, time_ms: u64, payload: &impl Message) -> OutboxEvent {
+pub fn outbox_event(
+    kind: &str,
+    room_id: &str,
+    time_ms: u64,
+    payload: &impl Message,
+) -> OutboxEvent {
     let id = uuid::Uuid::now_v7().to_string();
     let envelope = Envelope {
         id: id.clone(),
@@ -41,7 +46,15 @@ mod tests {
 
     #[test]
     fn event_id_is_the_envelope_id_and_subject_follows_the_kind() {
-        let event = outbox_event(ROOM_CREATED, "r1", 5, &RoomCreated { room_id: "r1".into(), title: "t".into() });
+        let event = outbox_event(
+            ROOM_CREATED,
+            "r1",
+            5,
+            &RoomCreated {
+                room_id: "r1".into(),
+                title: "t".into(),
+            },
+        );
         let envelope = Envelope::decode(event.payload.clone()).unwrap();
         assert_eq!(envelope.id, event.id);
         assert_eq!(envelope.kind, "room.created");

@@ -30,7 +30,12 @@ impl Broadcast {
     pub fn new(frame: Frame, seqs: Option<(u64, u64)>) -> Self {
         let json = protocol::encode_server_json(&frame);
         let protobuf = protocol::encode_server_protobuf(&frame);
-        Self { seqs, frame, json, protobuf }
+        Self {
+            seqs,
+            frame,
+            json,
+            protobuf,
+        }
     }
 
     pub fn bytes(&self, encoding: protocol::Encoding) -> &Bytes {
@@ -106,7 +111,8 @@ impl RoomHub {
         if self.primed.swap(true, Ordering::AcqRel) {
             Some(self.last_broadcast_seq())
         } else {
-            self.last_broadcast_seq.store(last_committed, Ordering::Release);
+            self.last_broadcast_seq
+                .store(last_committed, Ordering::Release);
             None
         }
     }
@@ -131,7 +137,10 @@ impl RoomHub {
 
     /// Ends every session of the room with `reason`.
     pub fn close(&self, reason: HubClosed) {
-        self.close_reason.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason);
+        self.close_reason
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
         self.set_actor(None);
         self.closed.cancel();
     }
@@ -171,7 +180,14 @@ impl SessionTx {
     pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Frame>, CancellationToken) {
         let (frames, rx) = mpsc::channel(capacity.max(1));
         let slow = CancellationToken::new();
-        (Self { frames, slow: slow.clone() }, rx, slow)
+        (
+            Self {
+                frames,
+                slow: slow.clone(),
+            },
+            rx,
+            slow,
+        )
     }
 
     pub fn send(&self, frame: Frame) {
@@ -188,7 +204,12 @@ impl SessionTx {
     }
 }
 
-pub fn error_frame(code: &str, message: impl Into<String>, client_msg_id: &str, retry_after_ms: u64) -> Frame {
+pub fn error_frame(
+    code: &str,
+    message: impl Into<String>,
+    client_msg_id: &str,
+    retry_after_ms: u64,
+) -> Frame {
     Frame::Error(protocol::v1::Error {
         code: code.to_owned(),
         message: message.into(),

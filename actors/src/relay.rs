@@ -51,7 +51,11 @@ impl Actor for OutboxRelay {
     type State = RelayState;
     type Arguments = RelayArgs;
 
-    async fn pre_start(&self, myself: ActorRef<RelayMsg>, args: RelayArgs) -> Result<RelayState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RelayMsg>,
+        args: RelayArgs,
+    ) -> Result<RelayState, ActorProcessingErr> {
         let notify = args.store.outbox_notify();
         let waker = tokio::spawn(async move {
             loop {
@@ -61,21 +65,41 @@ impl Actor for OutboxRelay {
                 }
             }
         });
-        Ok(RelayState { store: args.store, bus: args.bus, batch: args.batch.max(1), backoff: MIN_BACKOFF, retry_pending: false, waker })
+        Ok(RelayState {
+            store: args.store,
+            bus: args.bus,
+            batch: args.batch.max(1),
+            backoff: MIN_BACKOFF,
+            retry_pending: false,
+            waker,
+        })
     }
 
-    async fn post_start(&self, myself: ActorRef<RelayMsg>, _: &mut RelayState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<RelayMsg>,
+        _: &mut RelayState,
+    ) -> Result<(), ActorProcessingErr> {
         // Whatever a previous run left behind goes first.
         let _ = myself.cast(RelayMsg::Wake);
         Ok(())
     }
 
-    async fn post_stop(&self, _: ActorRef<RelayMsg>, state: &mut RelayState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ActorRef<RelayMsg>,
+        state: &mut RelayState,
+    ) -> Result<(), ActorProcessingErr> {
         state.waker.abort();
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RelayMsg>, msg: RelayMsg, state: &mut RelayState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RelayMsg>,
+        msg: RelayMsg,
+        state: &mut RelayState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RelayMsg::Wake if state.retry_pending => {}
             RelayMsg::Wake | RelayMsg::Retry => {
@@ -105,7 +129,11 @@ impl RelayState {
             }
             let outgoing: Vec<Outgoing<'_>> = rows
                 .iter()
-                .map(|row| Outgoing { id: &row.event.id, subject: &row.event.subject, payload: &row.event.payload })
+                .map(|row| Outgoing {
+                    id: &row.event.id,
+                    subject: &row.event.subject,
+                    payload: &row.event.payload,
+                })
                 .collect();
             let results = self.bus.publish_batch(&outgoing).await;
             let mut done = Vec::with_capacity(rows.len());

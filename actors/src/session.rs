@@ -48,7 +48,7 @@ pub struct UserArgs {
     info: SessionInfo,
     hub: Arc<RoomHub>,
     tx: SessionTx,
-    limiter: Arc<Mutex<SlidingWindowLimiter>>,
+    limiter: SharedLimiter,
 }
 
 impl Actor for UserActor {
@@ -56,54 +56,101 @@ impl Actor for UserActor {
     type State = UserArgs;
     type Arguments = UserArgs;
 
-    async fn pre_start(&self, _: ActorRef<UserMsg>, args: UserArgs) -> Result<UserArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<UserMsg>,
+        args: UserArgs,
+    ) -> Result<UserArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _: ActorRef<UserMsg>, msg: UserMsg, state: &mut UserArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<UserMsg>,
+        msg: UserMsg,
+        state: &mut UserArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let UserMsg::Inbound(frame) = msg;
         match frame {
             client_frame::Frame::Ping(ping) => {
-                state.tx.send(protocol::v1::server_frame::Frame::Pong(Pong { nonce: ping.nonce }));
+                state.tx.send(protocol::v1::server_frame::Frame::Pong(Pong {
+                    nonce: ping.nonce,
+                }));
             }
-            client_frame::Frame::Danmaku(input) => {
-                let cmid = input.client_msg_id.clone();
-                if !state.info.grants.chat {
-                    return Ok(state.tx.error("forbidden", "your token has no `chat` grant", &cmid));
-                }
-                if !state.info.grants.moderate {
-                    let verdict = state.limiter.lock().unwrap_or_else(|e| e.into_inner()).try_acquire(Instant::now());
-                    if let Err(retry_after) = verdict {
-                        metrics::counter!("live_danmaku_rejected_total", "reason" => "rate_limited").increment(1);
-                        let retry_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1);
-                        state.tx.send(error_frame("rate_limited", "too many danmaku, slow down", &cmid, retry_ms));
-                        return Ok(());
-                    }
-                }
-                let Some(room) = state.hub.actor() else {
-                    return Ok(state.tx.error("unavailable", "the room is restarting, please resend", &cmid));
-                };
-                let submit = Submit { user_id: state.info.user_id.clone(), name: state.info.name.clone(), input, sender: state.tx.clone() };
-                if room.cast(RoomMsg::Danmaku(Box::new(submit))).is_err() {
-                    state.tx.error("unavailable", "the room is restarting, please resend", &cmid);
-                }
-            }
+            client_frame::Frame::Danmaku(input) => state.danmaku(input),
         }
         Ok(())
     }
 }
 
+impl UserArgs {
+    /// Grant and rate limit, then on to the room.
+    fn danmaku(&mut self, input: protocol::v1::SendDanmaku) {
+        let cmid = input.client_msg_id.clone();
+        if !self.info.grants.chat {
+            return self
+                .tx
+                .error("forbidden", "your token has no `chat` grant", &cmid);
+        }
+        if !self.info.grants.moderate {
+            let verdict = self
+                .limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_acquire(Instant::now());
+            if let Err(retry_after) = verdict {
+                metrics::counter!("live_danmaku_rejected_total", "reason" => "rate_limited")
+                    .increment(1);
+                let retry_ms = u64::try_from(retry_after.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                return self.tx.send(error_frame(
+                    "rate_limited",
+                    "too many danmaku, slow down",
+                    &cmid,
+                    retry_ms,
+                ));
+            }
+        }
+        let submit = Submit {
+            user_id: self.info.user_id.clone(),
+            name: self.info.name.clone(),
+            input,
+            sender: self.tx.clone(),
+        };
+        let delivered = self
+            .hub
+            .actor()
+            .is_some_and(|room| room.cast(RoomMsg::Danmaku(Box::new(submit))).is_ok());
+        if !delivered {
+            self.tx.error(
+                "unavailable",
+                "the room is restarting, please resend",
+                &cmid,
+            );
+        }
+    }
+}
+
+/// The limiter every session of one user in one room shares.
+type SharedLimiter = Arc<Mutex<SlidingWindowLimiter>>;
+
 pub struct SessionSupervisor;
 
 pub enum SessionSupervisorMsg {
-    Start { info: SessionInfo, hub: Arc<RoomHub>, tx: SessionTx, reply: RpcReplyPort<Result<ActorRef<UserMsg>, String>> },
+    Start {
+        info: SessionInfo,
+        hub: Arc<RoomHub>,
+        tx: SessionTx,
+        reply: RpcReplyPort<Result<ActorRef<UserMsg>, String>>,
+    },
 }
 
 pub struct SessionsState {
     config: Arc<ActorsConfig>,
     /// (room, user) -> limiter shared by that user's sessions, with the
     /// number of sessions using it.
-    limiters: HashMap<(String, String), (Arc<Mutex<SlidingWindowLimiter>>, usize)>,
+    limiters: HashMap<(String, String), (SharedLimiter, usize)>,
     keys: HashMap<ractor::ActorId, (String, String)>,
 }
 
@@ -112,20 +159,48 @@ impl Actor for SessionSupervisor {
     type State = SessionsState;
     type Arguments = Arc<ActorsConfig>;
 
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, config: Arc<ActorsConfig>) -> Result<SessionsState, ActorProcessingErr> {
-        Ok(SessionsState { config, limiters: HashMap::new(), keys: HashMap::new() })
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        config: Arc<ActorsConfig>,
+    ) -> Result<SessionsState, ActorProcessingErr> {
+        Ok(SessionsState {
+            config,
+            limiters: HashMap::new(),
+            keys: HashMap::new(),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
-        let SessionSupervisorMsg::Start { info, hub, tx, reply } = msg;
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut SessionsState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SessionSupervisorMsg::Start {
+            info,
+            hub,
+            tx,
+            reply,
+        } = msg;
         let key = (hub.room_id().to_owned(), info.user_id.clone());
         let danmaku = &state.config.danmaku;
-        let entry = state
-            .limiters
-            .entry(key.clone())
-            .or_insert_with(|| (Arc::new(Mutex::new(SlidingWindowLimiter::new(danmaku.rate_limit, danmaku.rate_window))), 0));
+        let entry = state.limiters.entry(key.clone()).or_insert_with(|| {
+            (
+                Arc::new(Mutex::new(SlidingWindowLimiter::new(
+                    danmaku.rate_limit,
+                    danmaku.rate_window,
+                ))),
+                0,
+            )
+        });
         entry.1 += 1;
-        let args = UserArgs { info, hub, tx, limiter: entry.0.clone() };
+        let args = UserArgs {
+            info,
+            hub,
+            tx,
+            limiter: entry.0.clone(),
+        };
         let result = UserActor::spawn_linked(None, UserActor, args, myself.get_cell()).await;
         let result = match result {
             Ok((actor, _)) => {
@@ -141,7 +216,12 @@ impl Actor for SessionSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SessionsState,
+    ) -> Result<(), ActorProcessingErr> {
         let cell = match event {
             SupervisionEvent::ActorFailed(cell, error) => {
                 tracing::warn!(%error, "session actor failed; its socket will be closed");

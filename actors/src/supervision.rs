@@ -12,7 +12,10 @@ pub struct RestartBudget {
 
 impl Default for RestartBudget {
     fn default() -> Self {
-        Self { max_restarts: 5, within: Duration::from_secs(60) }
+        Self {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        }
     }
 }
 
@@ -25,7 +28,11 @@ pub struct Restarts {
 impl Restarts {
     /// Records a restart at `now` and says whether the budget allows it.
     pub fn allow(&mut self, budget: RestartBudget, now: Instant) -> bool {
-        while self.at.front().is_some_and(|t| now.duration_since(*t) >= budget.within) {
+        while self
+            .at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= budget.within)
+        {
             self.at.pop_front();
         }
         if self.at.len() >= budget.max_restarts {
@@ -42,7 +49,10 @@ mod tests {
 
     #[test]
     fn budget_refuses_the_restart_past_its_maximum_until_the_window_passes() {
-        let budget = RestartBudget { max_restarts: 2, within: Duration::from_secs(10) };
+        let budget = RestartBudget {
+            max_restarts: 2,
+            within: Duration::from_secs(10),
+        };
         let mut restarts = Restarts::default();
         let t0 = Instant::now();
         assert!(restarts.allow(budget, t0));

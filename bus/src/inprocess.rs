@@ -109,12 +109,23 @@ mod tests {
         let bus = InProcessBus::new(8);
         let mut rx = bus.subscribe();
         let payload = Bytes::from_static(b"x");
-        let a = Outgoing { id: "a", subject: "live.room.r", payload: &payload };
-        let b = Outgoing { id: "b", subject: "live.room.r", payload: &payload };
+        let a = Outgoing {
+            id: "a",
+            subject: "live.room.r",
+            payload: &payload,
+        };
+        let b = Outgoing {
+            id: "b",
+            subject: "live.room.r",
+            payload: &payload,
+        };
         let results = bus.publish_batch(&[a, b, a]).await;
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(rx.recv().await.unwrap().id, "a");
         assert_eq!(rx.recv().await.unwrap().id, "b");
-        assert!(rx.try_recv().is_err(), "the duplicate `a` must not be delivered");
+        assert!(
+            rx.try_recv().is_err(),
+            "the duplicate `a` must not be delivered"
+        );
     }
 }

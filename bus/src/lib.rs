@@ -67,7 +67,11 @@ pub trait EventBus: Send + Sync + 'static {
 /// Room ids are validated at the gateway to `[A-Za-z0-9_-]`, which are valid
 /// subject tokens; an empty room (a global event) becomes `_global`.
 pub fn subject(kind: &str, room_id: &str) -> String {
-    let room = if room_id.is_empty() { "_global" } else { room_id };
+    let room = if room_id.is_empty() {
+        "_global"
+    } else {
+        room_id
+    };
     format!("live.{kind}.{room}")
 }
 

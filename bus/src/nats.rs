@@ -27,9 +27,21 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// The streams for events that must not be lost. Transient traffic
 /// (presence, cross-node relay) will use core NATS subjects outside these.
 pub const STREAMS: &[StreamSpec] = &[
-    StreamSpec { name: "LIVE_ROOMS", subjects: "live.room.>", max_age: Duration::from_secs(30 * 24 * 3600) },
-    StreamSpec { name: "LIVE_DANMAKU", subjects: "live.danmaku.>", max_age: Duration::from_secs(7 * 24 * 3600) },
-    StreamSpec { name: "LIVE_MODERATION", subjects: "live.moderation.>", max_age: Duration::from_secs(30 * 24 * 3600) },
+    StreamSpec {
+        name: "LIVE_ROOMS",
+        subjects: "live.room.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
+    StreamSpec {
+        name: "LIVE_DANMAKU",
+        subjects: "live.danmaku.>",
+        max_age: Duration::from_secs(7 * 24 * 3600),
+    },
+    StreamSpec {
+        name: "LIVE_MODERATION",
+        subjects: "live.moderation.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -45,7 +57,11 @@ pub struct NatsOptions {
 
 impl NatsOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), ack_timeout: Duration::from_secs(5), duplicate_window: DAY / 12 }
+        Self {
+            url: url.into(),
+            ack_timeout: Duration::from_secs(5),
+            duplicate_window: DAY / 12,
+        }
     }
 }
 
@@ -65,8 +81,14 @@ impl NatsBus {
             .connect(options.url.as_str())
             .await
             .map_err(|e| BusError::Unavailable(format!("{}: {e}", options.url)))?;
-        let jetstream = jetstream::ContextBuilder::new().timeout(options.ack_timeout).build(client);
-        Ok(Self { jetstream, options, streams_ready: Mutex::new(false) })
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(options.ack_timeout)
+            .build(client);
+        Ok(Self {
+            jetstream,
+            options,
+            streams_ready: Mutex::new(false),
+        })
     }
 
     /// Creates the [`STREAMS`] that do not exist yet.
@@ -102,14 +124,23 @@ impl NatsBus {
 impl EventBus for NatsBus {
     async fn publish_batch(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), BusError>> {
         if let Err(e) = self.ensure_streams().await {
-            return events.iter().map(|_| Err(BusError::Unavailable(e.to_string()))).collect();
+            return events
+                .iter()
+                .map(|_| Err(BusError::Unavailable(e.to_string())))
+                .collect();
         }
         // Send every publish first, then await the acks together: one round
         // trip for the batch instead of one per event.
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let publish = PublishMessage::build().payload(event.payload.clone()).message_id(event.id);
-            pending.push(self.jetstream.send_publish(event.subject.to_owned(), publish).await);
+            let publish = PublishMessage::build()
+                .payload(event.payload.clone())
+                .message_id(event.id);
+            pending.push(
+                self.jetstream
+                    .send_publish(event.subject.to_owned(), publish)
+                    .await,
+            );
         }
         let acks = join_all(pending.into_iter().map(|sent| async move {
             match sent {
@@ -118,7 +149,10 @@ impl EventBus for NatsBus {
             }
         }))
         .await;
-        if acks.iter().any(|r| matches!(r, Err(BusError::Unavailable(_)))) {
+        if acks
+            .iter()
+            .any(|r| matches!(r, Err(BusError::Unavailable(_))))
+        {
             self.forget_streams().await;
         }
         acks

@@ -23,7 +23,12 @@ impl NatsServer {
         let dir = tempfile::tempdir().expect("temp dir for nats store");
         let port = free_port();
         let store = dir.path().join("js");
-        let mut server = Self { child: None, port, store, _dir: dir };
+        let mut server = Self {
+            child: None,
+            port,
+            store,
+            _dir: dir,
+        };
         server.spawn();
         server
     }
@@ -48,16 +53,29 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server must be installed (apt-get install nats-server; scripts/test does it)");
+            .expect(
+                "nats-server must be installed (apt-get install nats-server; scripts/test does it)",
+            );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -106,20 +106,39 @@ impl Default for DanmakuSection {
 
 impl Default for WsSection {
     fn default() -> Self {
-        Self { max_message_bytes: 16 * 1024, write_timeout_ms: 10_000, keepalive_s: 20, session_queue: 256, broadcast_capacity: 1024 }
+        Self {
+            max_message_bytes: 16 * 1024,
+            write_timeout_ms: 10_000,
+            keepalive_s: 20,
+            session_queue: 256,
+            broadcast_capacity: 1024,
+        }
     }
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { synchronous_full: true, max_group: 1024 }
+        Self {
+            synchronous_full: true,
+            max_group: 1024,
+        }
     }
 }
 
 /// The sections and keys the environment may set; anything else with the
 /// `LIVE_` prefix is ignored rather than rejected, so unrelated variables
 /// cannot stop the engine.
-const ENV_KEYS: &[&str] = &["http_addr", "data_dir", "admin_key", "nats_url", "media_udp_addr", "danmaku", "ws", "store", "shutdown_timeout_s"];
+const ENV_KEYS: &[&str] = &[
+    "http_addr",
+    "data_dir",
+    "admin_key",
+    "nats_url",
+    "media_udp_addr",
+    "danmaku",
+    "ws",
+    "store",
+    "shutdown_timeout_s",
+];
 
 impl Config {
     /// Loads the layers; `file` must exist when given.
@@ -131,17 +150,28 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(
-            Env::prefixed("LIVE_").split("__").filter(|key| {
-                let section = key.as_str().split('.').next().unwrap_or("").to_ascii_lowercase();
-                ENV_KEYS.contains(&section.as_str())
-            }),
-        );
+        figment = figment.merge(Env::prefixed("LIVE_").split("__").filter(|key| {
+            let section = key
+                .as_str()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            ENV_KEYS.contains(&section.as_str())
+        }));
         let mut config: Config = figment.extract().map_err(|e| e.to_string())?;
-        if config.nats_url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        if config
+            .nats_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
             config.nats_url = None;
         }
-        if config.admin_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        if config
+            .admin_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
             config.admin_key = None;
         }
         config.validate()?;
@@ -152,16 +182,46 @@ impl Config {
         let d = &self.danmaku;
         let checks = [
             (d.max_chars == 0, "danmaku.max_chars must be at least 1"),
-            (d.rate_window_s == 0, "danmaku.rate_window_s must be at least 1"),
-            (d.batch_max_items == 0, "danmaku.batch_max_items must be at least 1"),
-            (d.history_limit == 0, "danmaku.history_limit must be at least 1"),
-            (d.presence_interval_ms == 0, "danmaku.presence_interval_ms must be at least 1"),
-            (self.ws.max_message_bytes < 256, "ws.max_message_bytes must be at least 256"),
-            (self.ws.session_queue == 0, "ws.session_queue must be at least 1"),
-            (self.ws.broadcast_capacity == 0, "ws.broadcast_capacity must be at least 1"),
-            (self.ws.keepalive_s == 0, "ws.keepalive_s must be at least 1"),
-            (self.store.max_group == 0, "store.max_group must be at least 1"),
-            (self.admin_key.as_deref().is_some_and(|k| k.len() < 16), "admin_key must be at least 16 characters"),
+            (
+                d.rate_window_s == 0,
+                "danmaku.rate_window_s must be at least 1",
+            ),
+            (
+                d.batch_max_items == 0,
+                "danmaku.batch_max_items must be at least 1",
+            ),
+            (
+                d.history_limit == 0,
+                "danmaku.history_limit must be at least 1",
+            ),
+            (
+                d.presence_interval_ms == 0,
+                "danmaku.presence_interval_ms must be at least 1",
+            ),
+            (
+                self.ws.max_message_bytes < 256,
+                "ws.max_message_bytes must be at least 256",
+            ),
+            (
+                self.ws.session_queue == 0,
+                "ws.session_queue must be at least 1",
+            ),
+            (
+                self.ws.broadcast_capacity == 0,
+                "ws.broadcast_capacity must be at least 1",
+            ),
+            (
+                self.ws.keepalive_s == 0,
+                "ws.keepalive_s must be at least 1",
+            ),
+            (
+                self.store.max_group == 0,
+                "store.max_group must be at least 1",
+            ),
+            (
+                self.admin_key.as_deref().is_some_and(|k| k.len() < 16),
+                "admin_key must be at least 16 characters",
+            ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, message)) => Err((*message).to_owned()),
@@ -208,6 +268,7 @@ fn interactive_batch(d: &DanmakuSection) -> interactive::BatchConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
 mod tests {
     use super::*;
     use figment::Jail;
@@ -215,11 +276,15 @@ mod tests {
     #[test]
     fn defaults_file_and_environment_layer_in_that_order() {
         Jail::expect_with(|jail| {
-            jail.create_file("live.toml", "http_addr = \"127.0.0.1:9000\"\n[danmaku]\nmax_chars = 50\nrate_limit = 5\n")?;
+            jail.create_file(
+                "live.toml",
+                "http_addr = \"127.0.0.1:9000\"\n[danmaku]\nmax_chars = 50\nrate_limit = 5\n",
+            )?;
             jail.set_env("LIVE_DANMAKU__RATE_LIMIT", "7");
             jail.set_env("LIVE_DATA_DIR", "/tmp/x");
             jail.set_env("LIVE_UNRELATED", "ignored");
-            let config = Config::load(Some(Path::new("live.toml"))).map_err(figment::Error::from)?;
+            let config =
+                Config::load(Some(Path::new("live.toml"))).map_err(figment::Error::from)?;
             assert_eq!(config.http_addr.port(), 9000);
             assert_eq!(config.danmaku.max_chars, 50);
             assert_eq!(config.danmaku.rate_limit, 7);
@@ -243,14 +308,36 @@ mod tests {
             assert!(error.contains("danmaku.max_chars"), "{error}");
             Ok(())
         });
-        assert!(Config::load(Some(Path::new("/no/such/file.toml"))).unwrap_err().contains("does not exist"));
+        assert!(
+            Config::load(Some(Path::new("/no/such/file.toml")))
+                .unwrap_err()
+                .contains("does not exist")
+        );
+    }
+
+    #[test]
+    fn the_sample_config_documents_exactly_the_defaults() {
+        let sample = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/live-engine.sample.toml"
+        ));
+        Jail::expect_with(|_| {
+            assert_eq!(
+                Config::load(Some(sample)).map_err(figment::Error::from)?,
+                Config::default()
+            );
+            Ok(())
+        });
     }
 
     #[test]
     fn empty_nats_url_means_the_in_process_bus() {
         Jail::expect_with(|jail| {
             jail.set_env("LIVE_NATS_URL", "");
-            assert_eq!(Config::load(None).map_err(figment::Error::from)?.nats_url, None);
+            assert_eq!(
+                Config::load(None).map_err(figment::Error::from)?.nats_url,
+                None
+            );
             Ok(())
         });
     }

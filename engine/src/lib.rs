@@ -50,17 +50,26 @@ impl Engine {
             Some(key) => key.clone(),
             None => load_or_generate_admin_key(&config.data_dir)?,
         };
-        let options = EmbeddedOptions { synchronous_full: config.store.synchronous_full, max_group: config.store.max_group, ..EmbeddedOptions::default() };
+        let options = EmbeddedOptions {
+            synchronous_full: config.store.synchronous_full,
+            max_group: config.store.max_group,
+            ..EmbeddedOptions::default()
+        };
         let store = Arc::new(
-            EmbeddedStore::open(&config.data_dir, options)
-                .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+            EmbeddedStore::open(&config.data_dir, options).with_context(|| {
+                format!("cannot open the store in {}", config.data_dir.display())
+            })?,
         );
         let bus: Arc<dyn EventBus> = match &config.nats_url {
             Some(url) => {
-                let nats = NatsBus::connect(NatsOptions::new(url.clone())).await.context("cannot configure NATS")?;
+                let nats = NatsBus::connect(NatsOptions::new(url.clone()))
+                    .await
+                    .context("cannot configure NATS")?;
                 match tokio::time::timeout(Duration::from_secs(3), nats.ensure_streams()).await {
                     Ok(Ok(())) => tracing::info!(%url, "event bus: NATS JetStream"),
-                    _ => tracing::warn!(%url, "NATS not reachable yet; events wait in the outbox until it is"),
+                    _ => {
+                        tracing::warn!(%url, "NATS not reachable yet; events wait in the outbox until it is")
+                    }
                 }
                 Arc::new(nats)
             }
@@ -70,7 +79,9 @@ impl Engine {
             }
         };
         let dyn_store: Arc<dyn Store> = store.clone();
-        let actors = Actors::start(dyn_store.clone(), bus, config.actors()).await.context("cannot start the actor tree")?;
+        let actors = Actors::start(dyn_store.clone(), bus, config.actors())
+            .await
+            .context("cannot start the actor tree")?;
         seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
 
         let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -90,9 +101,22 @@ impl Engine {
         };
         let router = gateway::router(app);
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await });
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
         tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "live-engine listening");
-        Ok(Engine { http_addr, admin_key, actors, store, shutdown, sessions, server, shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s) })
+        Ok(Engine {
+            http_addr,
+            admin_key,
+            actors,
+            store,
+            shutdown,
+            sessions,
+            server,
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -119,7 +143,10 @@ impl Engine {
         tracing::info!("shutting down");
         self.shutdown.cancel();
         self.sessions.close();
-        if tokio::time::timeout(self.shutdown_timeout, self.sessions.wait()).await.is_err() {
+        if tokio::time::timeout(self.shutdown_timeout, self.sessions.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("sessions did not close in time");
         }
         self.actors.shutdown().await;
@@ -150,16 +177,29 @@ fn metrics_handle() -> PrometheusHandle {
 }
 
 /// Blocked terms from the configuration join the global list at start-up.
-async fn seed_global_terms(actors: &Actors, store: &dyn Store, terms: &[String]) -> anyhow::Result<()> {
+async fn seed_global_terms(
+    actors: &Actors,
+    store: &dyn Store,
+    terms: &[String],
+) -> anyhow::Result<()> {
     let present = store.blocked_terms(&TermScope::Global).await?;
     for term in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
         if present.iter().any(|p| p == term) {
             continue;
         }
         let (term, by) = (term.to_owned(), "config".to_owned());
-        ractor::call_t!(actors.rooms(), |reply| RoomSupervisorMsg::GlobalTerm { term, add: true, by, reply }, 10_000)
-            .map_err(|e| anyhow::anyhow!("seeding blocked terms: {e}"))?
-            .map_err(|e| anyhow::anyhow!("seeding blocked terms: {e}"))?;
+        ractor::call_t!(
+            actors.rooms(),
+            |reply| RoomSupervisorMsg::GlobalTerm {
+                term,
+                add: true,
+                by,
+                reply
+            },
+            10_000
+        )
+        .map_err(|e| anyhow::anyhow!("seeding blocked terms: {e}"))?
+        .map_err(|e| anyhow::anyhow!("seeding blocked terms: {e}"))?;
     }
     Ok(())
 }
@@ -173,7 +213,10 @@ fn load_or_generate_admin_key(data_dir: &Path) -> anyhow::Result<String> {
         if key.len() >= 16 {
             return Ok(key);
         }
-        bail!("{} holds no valid admin key; delete it or set LIVE_ADMIN_KEY", path.display());
+        bail!(
+            "{} holds no valid admin key; delete it or set LIVE_ADMIN_KEY",
+            path.display()
+        );
     }
     let bytes: [u8; 24] = rand::random();
     let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -185,7 +228,11 @@ fn load_or_generate_admin_key(data_dir: &Path) -> anyhow::Result<String> {
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
 }

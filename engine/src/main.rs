@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use engine::{Config, Engine};
 
 #[derive(Parser)]
-#[command(name = "live-engine", version, about = "Live streaming engine with audience interaction")]
+#[command(
+    name = "live-engine",
+    version,
+    about = "Live streaming engine with audience interaction"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,8 +100,11 @@ async fn shutdown_signal() {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVE_LOG").unwrap_or_else(|_| "info,tower_http=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVE_LOG")
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -15,7 +15,11 @@ struct Process {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn(data_dir: &std::path::Path, port: u16) -> Process {
@@ -40,7 +44,12 @@ fn spawn(data_dir: &std::path::Path, port: u16) -> Process {
 
 /// A `TestEngine`-like view of a process, to reuse the HTTP helpers.
 fn view(process: &Process, dir: tempfile::TempDir) -> TestEngine {
-    TestEngine { engine: None, base: process.base.clone(), http: reqwest::Client::new(), dir }
+    TestEngine {
+        engine: None,
+        base: process.base.clone(),
+        http: reqwest::Client::new(),
+        dir,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,11 +61,15 @@ async fn kill_9_after_a_burst_loses_no_acknowledged_danmaku() {
     let t = view(&process, dir);
     t.create_room("r1").await;
     // Moderators are exempt from the rate limit: a real burst.
-    let token = t.token("burst", "r1", &["subscribe", "chat", "moderate"]).await;
+    let token = t
+        .token("burst", "r1", &["subscribe", "chat", "moderate"])
+        .await;
     let mut client = Client::connect(&t.ws_url("r1"), &token, None).await;
     let n = 500;
     for i in 0..n {
-        client.send_danmaku(&format!("burst {i}"), &format!("b{i}")).await;
+        client
+            .send_danmaku(&format!("burst {i}"), &format!("b{i}"))
+            .await;
     }
     // The broadcast of a sender's own danmaku is its acknowledgement.
     let acked = client.next_items(n).await;
@@ -65,9 +78,18 @@ async fn kill_9_after_a_burst_loses_no_acknowledged_danmaku() {
 
     let mut process = spawn(&data, port);
     let history = t.history("r1", &token, 0).await;
-    let acked_ids: Vec<_> = acked.iter().map(|i| (i.seq, i.client_msg_id.clone())).collect();
-    let stored: Vec<_> = history.iter().map(|i| (i.seq, i.client_msg_id.clone())).collect();
-    assert_eq!(stored, acked_ids, "every acknowledged danmaku survived kill -9, in order");
+    let acked_ids: Vec<_> = acked
+        .iter()
+        .map(|i| (i.seq, i.client_msg_id.clone()))
+        .collect();
+    let stored: Vec<_> = history
+        .iter()
+        .map(|i| (i.seq, i.client_msg_id.clone()))
+        .collect();
+    assert_eq!(
+        stored, acked_ids,
+        "every acknowledged danmaku survived kill -9, in order"
+    );
     // And the room goes on from the next seq.
     let mut client = Client::connect(&t.ws_url("r1"), &token, None).await;
     client.send_danmaku("after restart", "after").await;
@@ -86,10 +108,15 @@ async fn sigterm_closes_sessions_with_a_close_frame_and_keeps_what_was_acked() {
     t.create_room("r1").await;
     let mut client = t.chatter("ann", "r1").await;
     for i in 0..5 {
-        client.send_danmaku(&format!("m{i}"), &format!("m{i}")).await;
+        client
+            .send_danmaku(&format!("m{i}"), &format!("m{i}"))
+            .await;
     }
     client.next_items(5).await;
-    let status = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert_eq!(client.close_code().await, Some(1001), "going away");
     let exit = process.child.wait().unwrap();
@@ -97,7 +124,14 @@ async fn sigterm_closes_sessions_with_a_close_frame_and_keeps_what_was_acked() {
     let mut process = spawn(&data, port);
     let token = t.token("v", "r1", &["subscribe"]).await;
     assert_eq!(t.history("r1", &token, 0).await.len(), 5);
-    let response = t.http.post(format!("{}/v1/rooms", t.base)).bearer_auth(ADMIN_KEY).json(&json!({"room_id": "r1"})).send().await.unwrap();
+    let response = t
+        .http
+        .post(format!("{}/v1/rooms", t.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"room_id": "r1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 409, "rooms survive restarts too");
     process.child.kill().unwrap();
     process.child.wait().unwrap();
@@ -112,5 +146,8 @@ fn invalid_configuration_is_a_clear_cli_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("invalid configuration") && stderr.to_lowercase().contains("http_addr"), "{stderr}");
+    assert!(
+        stderr.contains("invalid configuration") && stderr.to_lowercase().contains("http_addr"),
+        "{stderr}"
+    );
 }

@@ -19,16 +19,29 @@ async fn read_stream(url: &str, stream: &str) -> Vec<Envelope> {
     let mut stream = js.get_stream(stream).await.unwrap();
     let count = stream.info().await.unwrap().state.messages as usize;
     let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config { deliver_policy: jetstream::consumer::DeliverPolicy::All, ..Default::default() })
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let mut messages = consumer.fetch().max_messages(count.max(1)).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(count.max(1))
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
     let mut envelopes = Vec::new();
     while envelopes.len() < count {
         let message = messages.next().await.expect("message").unwrap();
         let envelope = Envelope::decode(message.payload.clone()).unwrap();
         assert_eq!(
-            message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned()),
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned()),
             Some(envelope.id.clone()),
             "Nats-Msg-Id is the event id"
         );
@@ -51,7 +64,15 @@ async fn danmaku_seqs(url: &str) -> (Vec<u64>, Vec<String>) {
 async fn wait_for_outbox_empty(t: &TestEngine) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = t.http.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();
+        let metrics = t
+            .http
+            .get(format!("{}/metrics", t.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let depth = metrics
             .lines()
             .find(|l| l.starts_with("live_outbox_depth"))
@@ -73,25 +94,34 @@ async fn every_event_arrives_exactly_once_across_a_nats_outage() {
     t.create_room("r1").await;
     let mut client = t.chatter("ann", "r1").await;
     for i in 0..5 {
-        client.send_danmaku(&format!("before {i}"), &format!("a{i}")).await;
+        client
+            .send_danmaku(&format!("before {i}"), &format!("a{i}"))
+            .await;
     }
     client.next_items(5).await;
     wait_for_outbox_empty(&t).await;
     let rooms = read_stream(&url, "LIVE_ROOMS").await;
     assert_eq!(rooms.len(), 1);
-    assert_eq!((rooms[0].kind.as_str(), rooms[0].room_id.as_str()), ("room.created", "r1"));
+    assert_eq!(
+        (rooms[0].kind.as_str(), rooms[0].room_id.as_str()),
+        ("room.created", "r1")
+    );
 
     nats.stop();
     // Danmaku keeps flowing while the bus is down: acknowledged means
     // committed, and events wait in the outbox.
     for i in 0..10 {
-        client.send_danmaku(&format!("during outage {i}"), &format!("b{i}")).await;
+        client
+            .send_danmaku(&format!("during outage {i}"), &format!("b{i}"))
+            .await;
     }
     client.next_items(10).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     nats.restart();
     for i in 0..5 {
-        client.send_danmaku(&format!("after {i}"), &format!("c{i}")).await;
+        client
+            .send_danmaku(&format!("after {i}"), &format!("c{i}"))
+            .await;
     }
     client.next_items(5).await;
     wait_for_outbox_empty(&t).await;
@@ -101,9 +131,20 @@ async fn every_event_arrives_exactly_once_across_a_nats_outage() {
     for seq in &seqs {
         *counts.entry(*seq).or_default() += 1;
     }
-    assert_eq!(counts.keys().copied().collect::<BTreeSet<_>>(), (1..=20).collect::<BTreeSet<_>>(), "every danmaku is in the stream");
-    assert!(counts.values().all(|&n| n == 1), "each exactly once: {counts:?}");
-    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "event ids are unique");
+    assert_eq!(
+        counts.keys().copied().collect::<BTreeSet<_>>(),
+        (1..=20).collect::<BTreeSet<_>>(),
+        "every danmaku is in the stream"
+    );
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each exactly once: {counts:?}"
+    );
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "event ids are unique"
+    );
     t.shutdown().await;
 }
 

@@ -93,8 +93,13 @@ impl Principal {
         if self.has(grant, room_id) {
             Ok(())
         } else {
-            let grant = serde_json::to_value(grant).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            Err(ApiError::forbidden(format!("this token has no `{grant}` grant for room `{room_id}`")))
+            let grant = serde_json::to_value(grant)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Err(ApiError::forbidden(format!(
+                "this token has no `{grant}` grant for room `{room_id}`"
+            )))
         }
     }
 
@@ -136,16 +141,26 @@ impl Auth {
         match jsonwebtoken::decode::<Claims>(credential, &self.decoding, &self.validation) {
             Ok(data) => Ok(Principal::User(data.claims)),
             Err(error) => Err(match error.kind() {
-                ErrorKind::ExpiredSignature => ApiError::unauthorized("token_expired", "the token has expired"),
-                ErrorKind::InvalidSignature => ApiError::unauthorized("invalid_token", "the token signature does not match"),
-                _ => ApiError::unauthorized("invalid_token", format!("the token is malformed: {error}")),
+                ErrorKind::ExpiredSignature => {
+                    ApiError::unauthorized("token_expired", "the token has expired")
+                }
+                ErrorKind::InvalidSignature => {
+                    ApiError::unauthorized("invalid_token", "the token signature does not match")
+                }
+                _ => ApiError::unauthorized(
+                    "invalid_token",
+                    format!("the token is malformed: {error}"),
+                ),
             }),
         }
     }
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -162,7 +177,11 @@ enum Credential {
 
 /// Tower layer (via `axum::middleware::from_fn_with_state`): reads and
 /// verifies the request's credential, if any.
-pub async fn authenticate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let verdict = match find_credential(request.headers(), request.uri().query()) {
         None => Credential::Missing,
         Some(token) => match app.auth.verify(&token) {
@@ -175,12 +194,20 @@ pub async fn authenticate(State(app): State<AppState>, mut request: Request, nex
 }
 
 fn find_credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value);
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .unwrap_or(value);
         return Some(token.trim().to_owned());
     }
     if let Some(query) = query {
-        let token = query.split('&').find_map(|pair| pair.strip_prefix("token="));
+        let token = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="));
         if let Some(token) = token {
             return Some(token.to_owned());
         }
@@ -213,31 +240,48 @@ mod tests {
     use super::*;
 
     fn claims(room: &str, grants: Vec<Grant>, exp: u64) -> Claims {
-        Claims { user_id: "u1".into(), name: "Ann".into(), room: room.into(), grants, exp, iat: 0, region: String::new() }
+        Claims {
+            user_id: "u1".into(),
+            name: "Ann".into(),
+            room: room.into(),
+            grants,
+            exp,
+            iat: 0,
+            region: String::new(),
+        }
     }
 
     #[test]
     fn issued_tokens_verify_and_carry_their_grants() {
         let auth = Auth::new("secret");
-        let token = auth.issue(&claims("r1", vec![Grant::Chat], unix_now() + 60)).unwrap();
+        let token = auth
+            .issue(&claims("r1", vec![Grant::Chat], unix_now() + 60))
+            .unwrap();
         let principal = auth.verify(&token).unwrap();
         assert!(principal.has(Grant::Chat, "r1"));
         assert!(!principal.has(Grant::Chat, "r2"));
         assert!(!principal.has(Grant::Moderate, "r1"));
-        assert_eq!(principal.require(Grant::Moderate, "r1").unwrap_err().status, 403);
+        assert_eq!(
+            principal.require(Grant::Moderate, "r1").unwrap_err().status,
+            403
+        );
     }
 
     #[test]
     fn tampered_expired_and_foreign_tokens_are_refused_with_their_reason() {
         let auth = Auth::new("secret");
-        let token = auth.issue(&claims("*", vec![Grant::Admin], unix_now() + 60)).unwrap();
+        let token = auth
+            .issue(&claims("*", vec![Grant::Admin], unix_now() + 60))
+            .unwrap();
         let mut tampered = token.clone();
         tampered.pop();
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(auth.verify(&tampered).unwrap_err().code, "invalid_token");
         let expired = auth.issue(&claims("*", vec![], unix_now() - 1)).unwrap();
         assert_eq!(auth.verify(&expired).unwrap_err().code, "token_expired");
-        let foreign = Auth::new("other").issue(&claims("*", vec![], unix_now() + 60)).unwrap();
+        let foreign = Auth::new("other")
+            .issue(&claims("*", vec![], unix_now() + 60))
+            .unwrap();
         assert_eq!(auth.verify(&foreign).unwrap_err().code, "invalid_token");
         assert_eq!(auth.verify("garbage").unwrap_err().status, 401);
     }
@@ -254,10 +298,19 @@ mod tests {
     #[test]
     fn credential_is_found_in_header_query_or_subprotocol() {
         let mut headers = HeaderMap::new();
-        assert_eq!(find_credential(&headers, Some("after_seq=3&token=abc")), Some("abc".into()));
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, "live.v1.json, access_token.xyz".parse().unwrap());
+        assert_eq!(
+            find_credential(&headers, Some("after_seq=3&token=abc")),
+            Some("abc".into())
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "live.v1.json, access_token.xyz".parse().unwrap(),
+        );
         assert_eq!(find_credential(&headers, None), Some("xyz".into()));
         headers.insert(header::AUTHORIZATION, "Bearer hdr".parse().unwrap());
-        assert_eq!(find_credential(&headers, Some("token=abc")), Some("hdr".into()));
+        assert_eq!(
+            find_credential(&headers, Some("token=abc")),
+            Some("hdr".into())
+        );
     }
 }

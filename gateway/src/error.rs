@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -108,10 +112,14 @@ impl From<PathRejection> for ApiError {
 pub fn check_room_id(room_id: &str) -> Result<(), ApiError> {
     let valid = !room_id.is_empty()
         && room_id.len() <= 64
-        && room_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && room_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request("room_id must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`"))
+        Err(ApiError::bad_request(
+            "room_id must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`",
+        ))
     }
 }

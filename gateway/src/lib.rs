@@ -41,14 +41,38 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/rooms/{room}/ws", get(ws::connect))
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))
-        .route("/v1/rooms/{room}/blocked_terms", get(moderation::room_terms).post(moderation::add_room_term))
-        .route("/v1/rooms/{room}/blocked_terms/{term}", delete(moderation::remove_room_term))
-        .route("/v1/rooms/{room}/mutes/{user}", put(moderation::mute).delete(moderation::unmute))
-        .route("/v1/blocked_terms", get(moderation::global_terms).post(moderation::add_global_term))
-        .route("/v1/blocked_terms/{term}", delete(moderation::remove_global_term))
+        .route(
+            "/v1/rooms/{room}/blocked_terms",
+            get(moderation::room_terms).post(moderation::add_room_term),
+        )
+        .route(
+            "/v1/rooms/{room}/blocked_terms/{term}",
+            delete(moderation::remove_room_term),
+        )
+        .route(
+            "/v1/rooms/{room}/mutes/{user}",
+            put(moderation::mute).delete(moderation::unmute),
+        )
+        .route(
+            "/v1/blocked_terms",
+            get(moderation::global_terms).post(moderation::add_global_term),
+        )
+        .route(
+            "/v1/blocked_terms/{term}",
+            delete(moderation::remove_global_term),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route") })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CorsLayer::permissive())
         .layer(TraceLayer::new_for_http())

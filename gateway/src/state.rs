@@ -59,7 +59,11 @@ impl AppState {
     /// The room's hub, starting its actor on this node if needed.
     pub async fn acquire(&self, room_id: &str) -> Result<Arc<RoomHub>, ApiError> {
         let room_id = room_id.to_owned();
-        let hub = ractor::call_t!(self.actors.rooms(), |reply| RoomSupervisorMsg::Acquire { room_id, reply }, 10_000)??;
+        let hub = ractor::call_t!(
+            self.actors.rooms(),
+            |reply| RoomSupervisorMsg::Acquire { room_id, reply },
+            10_000
+        )??;
         Ok(hub)
     }
 }

@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
+use actors::hub::{HubClosed, error_frame};
+use actors::{Broadcast, Grants, RoomHub, SessionInfo, SessionSupervisorMsg, SessionTx, UserMsg};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::Response;
-use actors::hub::{HubClosed, error_frame};
-use actors::{Broadcast, Grants, RoomHub, SessionInfo, SessionSupervisorMsg, SessionTx, UserMsg};
 use bytes::Bytes;
 use protocol::v1::{Batch, DanmakuItem, ServerFrame, Welcome, server_frame::Frame};
 use protocol::{Encoding, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTOBUF};
@@ -50,8 +50,16 @@ pub async fn connect(
         .filter_map(|p| p.to_str().ok())
         .flat_map(|p| p.split(',').map(|s| s.trim().to_owned()))
         .collect();
-    let encoding = if offered.iter().any(|p| p == SUBPROTOCOL_PROTOBUF) { Encoding::Protobuf } else { Encoding::Json };
-    if !offered.is_empty() && !offered.iter().any(|p| p == SUBPROTOCOL_PROTOBUF || p == SUBPROTOCOL_JSON) {
+    let encoding = if offered.iter().any(|p| p == SUBPROTOCOL_PROTOBUF) {
+        Encoding::Protobuf
+    } else {
+        Encoding::Json
+    };
+    if !offered.is_empty()
+        && !offered
+            .iter()
+            .any(|p| p == SUBPROTOCOL_PROTOBUF || p == SUBPROTOCOL_JSON)
+    {
         // Browsers drop a connection whose offered subprotocols were all
         // ignored; say why instead.
         return Err(ApiError::bad_request(format!(
@@ -60,11 +68,23 @@ pub async fn connect(
     }
     let hub = app.acquire(&room_id).await?;
     let limit = app.config.max_message_bytes;
-    let upgrade = upgrade.protocols([SUBPROTOCOL_PROTOBUF, SUBPROTOCOL_JSON]).max_message_size(limit).max_frame_size(limit);
+    let upgrade = upgrade
+        .protocols([SUBPROTOCOL_PROTOBUF, SUBPROTOCOL_JSON])
+        .max_message_size(limit)
+        .max_frame_size(limit);
     let tracker = app.sessions.clone();
-    let session = Session { app, hub, principal, encoding, after_seq: query.after_seq };
+    let session = Session {
+        app,
+        hub,
+        principal,
+        encoding,
+        after_seq: query.after_seq,
+    };
     let mut response = upgrade.on_upgrade(move |socket| tracker.track_future(session.run(socket)));
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     Ok(response)
 }
 
@@ -95,11 +115,19 @@ impl Session {
             session_id: session_id.clone(),
             user_id: self.principal.user_id().to_owned(),
             name: self.principal.name().to_owned(),
-            grants: Grants { chat: self.principal.has(Grant::Chat, self.hub.room_id()), moderate: self.principal.has(Grant::Moderate, self.hub.room_id()) },
+            grants: Grants {
+                chat: self.principal.has(Grant::Chat, self.hub.room_id()),
+                moderate: self.principal.has(Grant::Moderate, self.hub.room_id()),
+            },
         };
         let started = ractor::call_t!(
             self.app.actors.sessions(),
-            |reply| SessionSupervisorMsg::Start { info, hub: self.hub.clone(), tx: tx.clone(), reply },
+            |reply| SessionSupervisorMsg::Start {
+                info,
+                hub: self.hub.clone(),
+                tx: tx.clone(),
+                reply
+            },
             10_000
         );
         let user = match started {
@@ -107,7 +135,17 @@ impl Session {
             _ => return close(&mut socket, 1011, "could not start the session").await,
         };
         let end = match self.recover(&mut socket, &session_id).await {
-            Ok(skip_upto) => self.pump(&mut socket, &user, &mut frames, &mut direct, &slow, skip_upto).await,
+            Ok(skip_upto) => {
+                self.pump(
+                    &mut socket,
+                    &user,
+                    &mut frames,
+                    &mut direct,
+                    &slow,
+                    skip_upto,
+                )
+                .await
+            }
             Err(end) => end,
         };
         user.stop(None);
@@ -127,7 +165,12 @@ impl Session {
         let mut recovered = true;
         if let Some(after) = self.after_seq {
             let limit = self.app.config.recovery_limit;
-            history = self.app.store.danmaku_after(room_id, after, limit + 1).await.map_err(|_| End::Close(1011, "history unavailable"))?;
+            history = self
+                .app
+                .store
+                .danmaku_after(room_id, after, limit + 1)
+                .await
+                .map_err(|_| End::Close(1011, "history unavailable"))?;
             if history.len() > limit {
                 history.truncate(limit);
                 recovered = false;
@@ -143,7 +186,8 @@ impl Session {
         });
         self.send_frame(socket, &welcome).await?;
         for chunk in history.chunks(100) {
-            self.send_frame(socket, &items_frame(chunk.to_vec())).await?;
+            self.send_frame(socket, &items_frame(chunk.to_vec()))
+                .await?;
         }
         Ok(skip_upto)
     }
@@ -197,12 +241,21 @@ impl Session {
     }
 
     /// Handles one inbound message; `Some` ends the session.
-    async fn inbound(&self, socket: &mut WebSocket, message: Message, user: &ractor::ActorRef<UserMsg>) -> Option<End> {
+    async fn inbound(
+        &self,
+        socket: &mut WebSocket,
+        message: Message,
+        user: &ractor::ActorRef<UserMsg>,
+    ) -> Option<End> {
         let decoded = match (&message, self.encoding) {
             (Message::Text(text), Encoding::Json) => protocol::decode_client_json(text.as_str()),
             (Message::Binary(bytes), Encoding::Protobuf) => protocol::decode_client_protobuf(bytes),
-            (Message::Text(_), Encoding::Protobuf) => Err(protocol::DecodeError("this session speaks protobuf: send binary frames".into())),
-            (Message::Binary(_), Encoding::Json) => Err(protocol::DecodeError("this session speaks JSON: send text frames".into())),
+            (Message::Text(_), Encoding::Protobuf) => Err(protocol::DecodeError(
+                "this session speaks protobuf: send binary frames".into(),
+            )),
+            (Message::Binary(_), Encoding::Json) => Err(protocol::DecodeError(
+                "this session speaks JSON: send text frames".into(),
+            )),
             (Message::Close(_), _) => return Some(End::Gone),
             (Message::Ping(_) | Message::Pong(_), _) => return None,
         };
@@ -215,7 +268,12 @@ impl Session {
             Err(error) => {
                 // The frame is refused; the session and the room go on.
                 metrics::counter!("live_ws_bad_frames_total").increment(1);
-                let frame = error_frame("bad_request", error.to_string(), &client_msg_id_of(&message), 0);
+                let frame = error_frame(
+                    "bad_request",
+                    error.to_string(),
+                    &client_msg_id_of(&message),
+                    0,
+                );
                 return self.send_frame(socket, &frame).await.err();
             }
         }
@@ -223,7 +281,8 @@ impl Session {
     }
 
     async fn send_frame(&self, socket: &mut WebSocket, frame: &Frame) -> Result<(), End> {
-        self.send_bytes(socket, &protocol::encode_server(frame, self.encoding)).await
+        self.send_bytes(socket, &protocol::encode_server(frame, self.encoding))
+            .await
     }
 
     async fn send_bytes(&self, socket: &mut WebSocket, bytes: &Bytes) -> Result<(), End> {
@@ -251,7 +310,9 @@ impl Session {
 fn close_for(error: axum::Error) -> End {
     use tungstenite::error::{CapacityError, Error};
     match error.into_inner().downcast::<Error>().map(|e| *e) {
-        Ok(Error::Capacity(CapacityError::MessageTooLong { .. })) => End::Close(1009, "message too big"),
+        Ok(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+            End::Close(1009, "message too big")
+        }
         Ok(Error::Capacity(_)) => End::Close(1009, "frame too big"),
         Ok(Error::Utf8(_)) => End::Close(1007, "invalid UTF-8 in a text frame"),
         Ok(Error::Protocol(_)) => End::Close(1002, "protocol error"),
@@ -260,7 +321,10 @@ fn close_for(error: axum::Error) -> End {
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
@@ -269,7 +333,14 @@ fn items_frame(mut items: Vec<DanmakuItem>) -> Frame {
     if items.len() == 1 {
         return Frame::Danmaku(items.remove(0));
     }
-    Frame::Batch(Batch { items: items.into_iter().map(|item| ServerFrame { frame: Some(Frame::Danmaku(item)) }).collect() })
+    Frame::Batch(Batch {
+        items: items
+            .into_iter()
+            .map(|item| ServerFrame {
+                frame: Some(Frame::Danmaku(item)),
+            })
+            .collect(),
+    })
 }
 
 /// The part of a broadcast the session has not already sent from history.
@@ -279,7 +350,9 @@ fn without_seen(frame: &Frame, skip_upto: u64) -> Frame {
             items: batch
                 .items
                 .iter()
-                .filter(|item| !matches!(&item.frame, Some(Frame::Danmaku(d)) if d.seq <= skip_upto))
+                .filter(
+                    |item| !matches!(&item.frame, Some(Frame::Danmaku(d)) if d.seq <= skip_upto),
+                )
                 .cloned()
                 .collect(),
         }),
@@ -297,10 +370,16 @@ fn item_count(frame: &Frame) -> u64 {
 /// Best effort: the `client_msg_id` of a frame that failed to decode, so
 /// the client can match the error to what it sent.
 fn client_msg_id_of(message: &Message) -> String {
-    let Message::Text(text) = message else { return String::new() };
+    let Message::Text(text) = message else {
+        return String::new();
+    };
     serde_json::from_str::<serde_json::Value>(text.as_str())
         .ok()
-        .and_then(|v| v.get("client_msg_id").and_then(|c| c.as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v.get("client_msg_id")
+                .and_then(|c| c.as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_default()
 }
 

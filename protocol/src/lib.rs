@@ -138,8 +138,8 @@ mod tests {
     fn unknown_type_and_mode_are_named_in_the_error() {
         let err = decode_client_json(r#"{"type":"shout","text":"hi"}"#).unwrap_err();
         assert!(err.0.contains("shout"), "{err}");
-        let err = decode_client_json(r#"{"type":"danmaku","text":"hi","mode":"diagonal"}"#)
-            .unwrap_err();
+        let err =
+            decode_client_json(r#"{"type":"danmaku","text":"hi","mode":"diagonal"}"#).unwrap_err();
         assert!(err.0.contains("diagonal"), "{err}");
         assert!(decode_client_json("{not json").is_err());
         assert!(decode_client_json(r#"{"text":"no type"}"#).is_err());
@@ -165,7 +165,10 @@ mod tests {
         });
         let json = encode_server_json(&batch);
         let text = std::str::from_utf8(&json).unwrap();
-        assert!(text.starts_with(r#"{"type":"batch","items":[{"type":"danmaku","seq":7"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"batch","items":[{"type":"danmaku","seq":7"#),
+            "{text}"
+        );
         assert!(text.contains(r#""mode":"bottom""#), "{text}");
         assert_eq!(decode_server_json(text).unwrap(), batch);
         let pb = encode_server_protobuf(&batch);

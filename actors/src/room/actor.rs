@@ -83,20 +83,35 @@ impl Actor for RoomActor {
     type State = RoomState;
     type Arguments = RoomArgs;
 
-    async fn pre_start(&self, myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
-        let RoomArgs { room, hub, store, config, global_terms } = args;
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        args: RoomArgs,
+    ) -> Result<RoomState, ActorProcessingErr> {
+        let RoomArgs {
+            room,
+            hub,
+            store,
+            config,
+            global_terms,
+        } = args;
         let room_id = room.room_id;
         // A barrier through the writer: every write of a previous instance
         // of this room has landed before we read the counter.
         let committed_seq = store.last_danmaku_seq(&room_id).await?;
-        let room_terms = store.blocked_terms(&TermScope::Room(room_id.clone())).await?;
+        let room_terms = store
+            .blocked_terms(&TermScope::Room(room_id.clone()))
+            .await?;
         let mut mutes = Mutes::new();
         for mute in store.mutes(&room_id, now_ms()).await? {
             mutes.mute(&mute.user_id, mute.until_ms);
         }
         let danmaku = &config.danmaku;
         let mut recent = RecentIds::new(danmaku.dedupe_capacity);
-        for item in store.recent_danmaku(&room_id, danmaku.dedupe_capacity).await? {
+        for item in store
+            .recent_danmaku(&room_id, danmaku.dedupe_capacity)
+            .await?
+        {
             recent.insert(&item.user_id, &item.client_msg_id, item.seq);
         }
         // Sessions that stayed connected through a restart must not see a
@@ -105,7 +120,9 @@ impl Actor for RoomActor {
             let mut after = broadcast_seq;
             while after < committed_seq {
                 let items = store.danmaku_after(&room_id, after, 256).await?;
-                let Some(last) = items.last().map(|i| i.seq) else { break };
+                let Some(last) = items.last().map(|i| i.seq) else {
+                    break;
+                };
                 publish_items(&hub, items, after + 1, last);
                 after = last;
             }
@@ -114,7 +131,9 @@ impl Actor for RoomActor {
         tracing::info!(room = %room_id, seq = committed_seq, "room started");
         hub.set_actor(Some(myself));
         Ok(RoomState {
-            limits: DanmakuLimits { max_chars: danmaku.max_chars },
+            limits: DanmakuLimits {
+                max_chars: danmaku.max_chars,
+            },
             batcher: Batcher::new(danmaku.batch.clone()),
             room_id,
             hub,
@@ -138,12 +157,21 @@ impl Actor for RoomActor {
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<RoomMsg>, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
         myself.send_interval(state.config.presence_interval, || RoomMsg::PresenceTick);
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RoomMsg>, msg: RoomMsg, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        msg: RoomMsg,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RoomMsg::Danmaku(submit) => state.accept(*submit, &myself),
             RoomMsg::Committed(result) => state.committed(result, &myself)?,
@@ -159,7 +187,12 @@ impl Actor for RoomActor {
                 let result = state.delete(seq, &by).await;
                 let _ = reply.send(result);
             }
-            RoomMsg::SetRoomTerm { term, add, by, reply } => {
+            RoomMsg::SetRoomTerm {
+                term,
+                add,
+                by,
+                reply,
+            } => {
                 let result = state.set_room_term(term, add, &by).await;
                 let _ = reply.send(result);
             }
@@ -170,7 +203,12 @@ impl Actor for RoomActor {
             RoomMsg::RoomTerms(reply) => {
                 let _ = reply.send(state.room_terms.clone());
             }
-            RoomMsg::Mute { user_id, until_ms, by, reply } => {
+            RoomMsg::Mute {
+                user_id,
+                until_ms,
+                by,
+                reply,
+            } => {
                 let result = state.mute(user_id, until_ms, &by).await;
                 let _ = reply.send(result);
             }
@@ -190,7 +228,12 @@ impl Actor for RoomActor {
 
 impl RoomState {
     fn accept(&mut self, submit: Submit, myself: &ActorRef<RoomMsg>) {
-        let Submit { user_id, name, input, sender } = submit;
+        let Submit {
+            user_id,
+            name,
+            input,
+            sender,
+        } = submit;
         let cmid = input.client_msg_id.clone();
         metrics::counter!("live_danmaku_in_total").increment(1);
         if self.closing.is_some() {
@@ -200,19 +243,30 @@ impl RoomState {
             Ok(valid) => valid,
             Err(invalid) => {
                 reject("bad_request");
-                let code = if matches!(invalid, InvalidDanmaku::TooLong { .. }) { "too_large" } else { "bad_request" };
+                let code = if matches!(invalid, InvalidDanmaku::TooLong { .. }) {
+                    "too_large"
+                } else {
+                    "bad_request"
+                };
                 return sender.error(code, invalid.to_string(), &cmid);
             }
         };
         let now_ms = now_ms();
         if let Some(until) = self.mutes.muted_until(&user_id, now_ms) {
             reject("muted");
-            return sender.error("muted", format!("you are muted in this room until {until} (ms since epoch)"), &cmid);
+            return sender.error(
+                "muted",
+                format!("you are muted in this room until {until} (ms since epoch)"),
+                &cmid,
+            );
         }
         if let Some(seq) = self.recent.get(&user_id, &cmid) {
             // A resend of something already accepted: ack, don't post twice.
             if seq <= self.committed_seq {
-                sender.send(Frame::Ack(Ack { client_msg_id: cmid, seq }));
+                sender.send(Frame::Ack(Ack {
+                    client_msg_id: cmid,
+                    seq,
+                }));
             } else {
                 self.deferred_acks.push((seq, sender, cmid));
             }
@@ -249,23 +303,41 @@ impl RoomState {
         }
         let batch = std::mem::take(&mut self.unwritten);
         let items: Vec<DanmakuItem> = batch.iter().map(|a| a.item.clone()).collect();
-        let event = outbox_event(events::DANMAKU_BATCH, &self.room_id, now_ms(), &DanmakuBatch { items: items.clone() });
+        let event = outbox_event(
+            events::DANMAKU_BATCH,
+            &self.room_id,
+            now_ms(),
+            &DanmakuBatch {
+                items: items.clone(),
+            },
+        );
         self.writing = Some(batch);
         let store = self.store.clone();
         let room_id = self.room_id.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let result = store.append_danmaku(&room_id, items, event).await.map_err(|e| e.to_string());
+            let result = store
+                .append_danmaku(&room_id, items, event)
+                .await
+                .map_err(|e| e.to_string());
             // If the actor died meanwhile, its successor catches up from storage.
             let _ = myself.cast(RoomMsg::Committed(result));
         });
     }
 
-    fn committed(&mut self, result: Result<(), String>, myself: &ActorRef<RoomMsg>) -> Result<(), ActorProcessingErr> {
+    fn committed(
+        &mut self,
+        result: Result<(), String>,
+        myself: &ActorRef<RoomMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         let batch = self.writing.take().unwrap_or_default();
         if let Err(error) = result {
             for accepted in batch.iter().chain(self.unwritten.iter()) {
-                accepted.sender.error("unavailable", "storage failed, please resend", &accepted.item.client_msg_id);
+                accepted.sender.error(
+                    "unavailable",
+                    "storage failed, please resend",
+                    &accepted.item.client_msg_id,
+                );
             }
             return Err(format!("room {}: danmaku write failed: {error}", self.room_id).into());
         }
@@ -282,7 +354,10 @@ impl RoomState {
             if *seq > committed {
                 return true;
             }
-            sender.send(Frame::Ack(Ack { client_msg_id: cmid.clone(), seq: *seq }));
+            sender.send(Frame::Ack(Ack {
+                client_msg_id: cmid.clone(),
+                seq: *seq,
+            }));
             false
         });
         self.start_write(myself);
@@ -297,7 +372,10 @@ impl RoomState {
         let mut last = 0;
         for m in &merged {
             if let Some(sender) = self.unflushed.remove(&m.seq) {
-                sender.send(Frame::Ack(Ack { client_msg_id: m.client_msg_id.clone(), seq: m.seq }));
+                sender.send(Frame::Ack(Ack {
+                    client_msg_id: m.client_msg_id.clone(),
+                    seq: m.seq,
+                }));
             }
             first = first.min(m.seq);
             last = last.max(m.seq);
@@ -315,12 +393,16 @@ impl RoomState {
     }
 
     fn schedule_flush(&mut self, myself: &ActorRef<RoomMsg>) {
-        let Some(deadline) = self.batcher.next_deadline() else { return };
+        let Some(deadline) = self.batcher.next_deadline() else {
+            return;
+        };
         if self.flush_tick_at.is_some_and(|at| at <= deadline) {
             return;
         }
         self.flush_tick_at = Some(deadline);
-        myself.send_after(deadline.saturating_duration_since(Instant::now()), || RoomMsg::FlushTick);
+        myself.send_after(deadline.saturating_duration_since(Instant::now()), || {
+            RoomMsg::FlushTick
+        });
     }
 
     /// Answers drains and finishes a close once nothing is pending.
@@ -328,14 +410,22 @@ impl RoomState {
         if self.writing.is_some() || !self.unwritten.is_empty() {
             return;
         }
-        if let Some(flush) = self.batcher.poll(Instant::now() + self.config.danmaku.batch.window) {
+        if let Some(flush) = self
+            .batcher
+            .poll(Instant::now() + self.config.danmaku.batch.window)
+        {
             self.broadcast(flush);
         }
         for waiter in self.drain_waiters.drain(..) {
             let _ = waiter.send(());
         }
         if let Some(reply) = self.closing.take() {
-            self.hub.publish(Broadcast::new(Frame::RoomClosed(RoomClosed { reason: "room closed".into() }), None));
+            self.hub.publish(Broadcast::new(
+                Frame::RoomClosed(RoomClosed {
+                    reason: "room closed".into(),
+                }),
+                None,
+            ));
             self.hub.close(HubClosed::RoomClosed);
             let _ = reply.send(());
             myself.stop(Some("room closed".into()));
@@ -347,21 +437,35 @@ impl RoomState {
         let viewers = self.hub.viewers();
         if viewers != self.last_presence {
             self.last_presence = viewers;
-            self.hub.publish(Broadcast::new(Frame::Presence(Presence { viewers }), None));
+            self.hub
+                .publish(Broadcast::new(Frame::Presence(Presence { viewers }), None));
         }
     }
 
     async fn delete(&mut self, seq: u64, by: &str) -> Result<(), RoomError> {
-        let action = ModerationAction { action: "danmaku_deleted".into(), actor_user_id: by.into(), seq, ..Default::default() };
+        let action = ModerationAction {
+            action: "danmaku_deleted".into(),
+            actor_user_id: by.into(),
+            seq,
+            ..Default::default()
+        };
         let event = outbox_event(events::MODERATION, &self.room_id, now_ms(), &action);
         if !self.store.delete_danmaku(&self.room_id, seq, event).await? {
             return Err(RoomError::ItemNotFound("danmaku"));
         }
-        self.hub.publish(Broadcast::new(Frame::DanmakuDeleted(DanmakuDeleted { seq }), None));
+        self.hub.publish(Broadcast::new(
+            Frame::DanmakuDeleted(DanmakuDeleted { seq }),
+            None,
+        ));
         Ok(())
     }
 
-    async fn set_room_term(&mut self, term: String, add: bool, by: &str) -> Result<bool, RoomError> {
+    async fn set_room_term(
+        &mut self,
+        term: String,
+        add: bool,
+        by: &str,
+    ) -> Result<bool, RoomError> {
         let scope = TermScope::Room(self.room_id.clone());
         let action = ModerationAction {
             action: if add { "term_added" } else { "term_removed" }.into(),
@@ -382,16 +486,28 @@ impl RoomState {
         Ok(changed)
     }
 
-    async fn mute(&mut self, user_id: String, until_ms: Option<u64>, by: &str) -> Result<(), RoomError> {
+    async fn mute(
+        &mut self,
+        user_id: String,
+        until_ms: Option<u64>,
+        by: &str,
+    ) -> Result<(), RoomError> {
         let action = ModerationAction {
-            action: if until_ms.is_some() { "user_muted" } else { "user_unmuted" }.into(),
+            action: if until_ms.is_some() {
+                "user_muted"
+            } else {
+                "user_unmuted"
+            }
+            .into(),
             actor_user_id: by.into(),
             target_user_id: user_id.clone(),
             until_ms: until_ms.unwrap_or(0),
             ..Default::default()
         };
         let event = outbox_event(events::MODERATION, &self.room_id, now_ms(), &action);
-        self.store.set_mute(&self.room_id, &user_id, until_ms, event).await?;
+        self.store
+            .set_mute(&self.room_id, &user_id, until_ms, event)
+            .await?;
         match until_ms {
             Some(until) => self.mutes.mute(&user_id, until),
             None => {
@@ -416,7 +532,12 @@ fn publish_items(hub: &RoomHub, mut items: Vec<DanmakuItem>, first: u64, last: u
         Frame::Danmaku(items.remove(0))
     } else {
         Frame::Batch(Batch {
-            items: items.into_iter().map(|item| ServerFrame { frame: Some(Frame::Danmaku(item)) }).collect(),
+            items: items
+                .into_iter()
+                .map(|item| ServerFrame {
+                    frame: Some(Frame::Danmaku(item)),
+                })
+                .collect(),
         })
     };
     hub.publish(Broadcast::new(frame, Some((first, last))));

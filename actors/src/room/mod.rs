@@ -50,12 +50,26 @@ pub enum RoomMsg {
     FlushTick,
     /// Time to broadcast the viewer count if it changed.
     PresenceTick,
-    DeleteDanmaku { seq: u64, by: String, reply: RpcReplyPort<Result<(), RoomError>> },
-    SetRoomTerm { term: String, add: bool, by: String, reply: RpcReplyPort<Result<bool, RoomError>> },
+    DeleteDanmaku {
+        seq: u64,
+        by: String,
+        reply: RpcReplyPort<Result<(), RoomError>>,
+    },
+    SetRoomTerm {
+        term: String,
+        add: bool,
+        by: String,
+        reply: RpcReplyPort<Result<bool, RoomError>>,
+    },
     GlobalTerms(std::sync::Arc<Vec<String>>),
     RoomTerms(RpcReplyPort<Vec<String>>),
     /// `until_ms: None` lifts the mute.
-    Mute { user_id: String, until_ms: Option<u64>, by: String, reply: RpcReplyPort<Result<(), RoomError>> },
+    Mute {
+        user_id: String,
+        until_ms: Option<u64>,
+        by: String,
+        reply: RpcReplyPort<Result<(), RoomError>>,
+    },
     /// Replies once every accepted danmaku is committed and broadcast.
     Drain(RpcReplyPort<()>),
     /// The room was deleted: drain, tell every session, stop.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use protocol::v1::{ModerationAction, RoomClosedEvent, RoomCreated};
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use storage::{Room, Store, TermScope};
 
 use super::{RoomActor, RoomArgs, RoomError, RoomMsg};
@@ -24,11 +26,26 @@ pub struct RoomSupervisorArgs {
 }
 
 pub enum RoomSupervisorMsg {
-    Create { room_id: String, title: String, reply: RpcReplyPort<Result<Room, RoomError>> },
+    Create {
+        room_id: String,
+        title: String,
+        reply: RpcReplyPort<Result<Room, RoomError>>,
+    },
     /// The hub of a room, starting its actor if it is not running.
-    Acquire { room_id: String, reply: RpcReplyPort<Result<Arc<RoomHub>, RoomError>> },
-    Close { room_id: String, reply: RpcReplyPort<Result<(), RoomError>> },
-    GlobalTerm { term: String, add: bool, by: String, reply: RpcReplyPort<Result<bool, RoomError>> },
+    Acquire {
+        room_id: String,
+        reply: RpcReplyPort<Result<Arc<RoomHub>, RoomError>>,
+    },
+    Close {
+        room_id: String,
+        reply: RpcReplyPort<Result<(), RoomError>>,
+    },
+    GlobalTerm {
+        term: String,
+        add: bool,
+        by: String,
+        reply: RpcReplyPort<Result<bool, RoomError>>,
+    },
     /// Viewer counts of the rooms running on this node.
     Running(RpcReplyPort<HashMap<String, u64>>),
     /// Waits until every running room has committed and broadcast what it
@@ -58,12 +75,26 @@ impl Actor for RoomSupervisor {
     type State = SupervisorState;
     type Arguments = RoomSupervisorArgs;
 
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let global_terms = Arc::new(args.store.blocked_terms(&TermScope::Global).await?);
-        Ok(SupervisorState { store: args.store, config: args.config, global_terms, rooms: HashMap::new(), by_actor: HashMap::new() })
+        Ok(SupervisorState {
+            store: args.store,
+            config: args.config,
+            global_terms,
+            rooms: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
     }
 
-    async fn post_stop(&self, _: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // Sessions of rooms we no longer supervise must not hang on a hub
         // without an actor: end them so clients reconnect.
         for running in state.rooms.values() {
@@ -74,9 +105,18 @@ impl Actor for RoomSupervisor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RoomSupervisorMsg::Create { room_id, title, reply } => {
+            RoomSupervisorMsg::Create {
+                room_id,
+                title,
+                reply,
+            } => {
                 let _ = reply.send(state.create(room_id, title).await);
             }
             RoomSupervisorMsg::Acquire { room_id, reply } => {
@@ -85,11 +125,20 @@ impl Actor for RoomSupervisor {
             RoomSupervisorMsg::Close { room_id, reply } => {
                 let _ = reply.send(state.close(&room_id).await);
             }
-            RoomSupervisorMsg::GlobalTerm { term, add, by, reply } => {
+            RoomSupervisorMsg::GlobalTerm {
+                term,
+                add,
+                by,
+                reply,
+            } => {
                 let _ = reply.send(state.global_term(term, add, &by).await);
             }
             RoomSupervisorMsg::Running(reply) => {
-                let viewers = state.rooms.iter().map(|(id, r)| (id.clone(), r.hub.viewers())).collect();
+                let viewers = state
+                    .rooms
+                    .iter()
+                    .map(|(id, r)| (id.clone(), r.hub.viewers()))
+                    .collect();
                 let _ = reply.send(viewers);
             }
             RoomSupervisorMsg::DrainAll(reply) => {
@@ -110,10 +159,17 @@ impl Actor for RoomSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(room_id) = state.by_actor.remove(&cell.get_id()) else { return Ok(()) };
+                let Some(room_id) = state.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
                 tracing::error!(room = %room_id, %error, "room actor failed");
                 metrics::counter!("live_room_restarts_total").increment(1);
                 state.restart(&room_id, myself.get_cell()).await;
@@ -135,8 +191,21 @@ impl Actor for RoomSupervisor {
 
 impl SupervisorState {
     async fn create(&mut self, room_id: String, title: String) -> Result<Room, RoomError> {
-        let room = Room { room_id: room_id.clone(), title: title.clone(), created_ms: now_ms(), closed_ms: None };
-        let event = outbox_event(events::ROOM_CREATED, &room_id, room.created_ms, &RoomCreated { room_id: room_id.clone(), title });
+        let room = Room {
+            room_id: room_id.clone(),
+            title: title.clone(),
+            created_ms: now_ms(),
+            closed_ms: None,
+        };
+        let event = outbox_event(
+            events::ROOM_CREATED,
+            &room_id,
+            room.created_ms,
+            &RoomCreated {
+                room_id: room_id.clone(),
+                title,
+            },
+        );
         if self.store.create_room(room.clone(), event).await? {
             Ok(room)
         } else {
@@ -144,7 +213,11 @@ impl SupervisorState {
         }
     }
 
-    async fn acquire(&mut self, room_id: &str, supervisor: ActorCell) -> Result<Arc<RoomHub>, RoomError> {
+    async fn acquire(
+        &mut self,
+        room_id: &str,
+        supervisor: ActorCell,
+    ) -> Result<Arc<RoomHub>, RoomError> {
         if let Some(running) = self.rooms.get(room_id) {
             return Ok(running.hub.clone());
         }
@@ -154,12 +227,25 @@ impl SupervisorState {
         };
         let hub = RoomHub::new(room_id.to_owned(), self.config.broadcast_capacity);
         let actor = self.spawn(&room, &hub, supervisor).await?;
-        self.rooms.insert(room_id.to_owned(), Running { room, hub: hub.clone(), actor, restarts: Restarts::default() });
+        self.rooms.insert(
+            room_id.to_owned(),
+            Running {
+                room,
+                hub: hub.clone(),
+                actor,
+                restarts: Restarts::default(),
+            },
+        );
         self.report();
         Ok(hub)
     }
 
-    async fn spawn(&mut self, room: &Room, hub: &Arc<RoomHub>, supervisor: ActorCell) -> Result<ActorRef<RoomMsg>, RoomError> {
+    async fn spawn(
+        &mut self,
+        room: &Room,
+        hub: &Arc<RoomHub>,
+        supervisor: ActorCell,
+    ) -> Result<ActorRef<RoomMsg>, RoomError> {
         let args = RoomArgs {
             room: room.clone(),
             hub: hub.clone(),
@@ -177,9 +263,14 @@ impl SupervisorState {
     /// One-for-one restart within the budget; past it the room's sessions are
     /// closed and the next `Acquire` starts it afresh.
     async fn restart(&mut self, room_id: &str, supervisor: ActorCell) {
-        let Some(mut running) = self.rooms.remove(room_id) else { return };
+        let Some(mut running) = self.rooms.remove(room_id) else {
+            return;
+        };
         running.hub.set_actor(None);
-        if !running.restarts.allow(self.config.restart_budget, Instant::now()) {
+        if !running
+            .restarts
+            .allow(self.config.restart_budget, Instant::now())
+        {
             tracing::error!(room = %room_id, "room exceeded its restart budget; closing its sessions");
             running.hub.close(HubClosed::Unavailable);
             self.report();
@@ -199,7 +290,14 @@ impl SupervisorState {
     }
 
     async fn close(&mut self, room_id: &str) -> Result<(), RoomError> {
-        let event = outbox_event(events::ROOM_CLOSED, room_id, now_ms(), &RoomClosedEvent { room_id: room_id.to_owned() });
+        let event = outbox_event(
+            events::ROOM_CLOSED,
+            room_id,
+            now_ms(),
+            &RoomClosedEvent {
+                room_id: room_id.to_owned(),
+            },
+        );
         if !self.store.close_room(room_id, now_ms(), event).await? {
             return Err(RoomError::NotFound);
         }
@@ -223,15 +321,21 @@ impl SupervisorState {
         };
         let event = outbox_event(events::MODERATION, "", now_ms(), &action);
         let changed = if add {
-            self.store.add_blocked_term(&TermScope::Global, &term, event).await?
+            self.store
+                .add_blocked_term(&TermScope::Global, &term, event)
+                .await?
         } else {
-            self.store.remove_blocked_term(&TermScope::Global, &term, event).await?
+            self.store
+                .remove_blocked_term(&TermScope::Global, &term, event)
+                .await?
         };
         if changed {
             self.global_terms = Arc::new(self.store.blocked_terms(&TermScope::Global).await?);
             // One message per room, not per viewer.
             for running in self.rooms.values() {
-                let _ = running.actor.cast(RoomMsg::GlobalTerms(self.global_terms.clone()));
+                let _ = running
+                    .actor
+                    .cast(RoomMsg::GlobalTerms(self.global_terms.clone()));
             }
         }
         Ok(changed)

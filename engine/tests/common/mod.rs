@@ -44,7 +44,12 @@ impl TestEngine {
         adjust(&mut config);
         let engine = Engine::start(config).await.expect("engine starts");
         let base = format!("http://{}", engine.http_addr());
-        Self { engine: Some(engine), base, http: reqwest::Client::new(), dir }
+        Self {
+            engine: Some(engine),
+            base,
+            http: reqwest::Client::new(),
+            dir,
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -52,7 +57,10 @@ impl TestEngine {
     }
 
     pub fn ws_url(&self, room: &str) -> String {
-        format!("{}/v1/rooms/{room}/ws", self.base.replace("http://", "ws://"))
+        format!(
+            "{}/v1/rooms/{room}/ws",
+            self.base.replace("http://", "ws://")
+        )
     }
 
     pub async fn create_room(&self, room: &str) {
@@ -77,7 +85,10 @@ impl TestEngine {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+        response.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// A viewer that may chat.
@@ -89,7 +100,10 @@ impl TestEngine {
     pub async fn history(&self, room: &str, token: &str, after: u64) -> Vec<DanmakuItem> {
         let response = self
             .http
-            .get(format!("{}/v1/rooms/{room}/danmaku?after_seq={after}&limit=1000", self.base))
+            .get(format!(
+                "{}/v1/rooms/{room}/danmaku?after_seq={after}&limit=1000",
+                self.base
+            ))
             .bearer_auth(token)
             .send()
             .await
@@ -100,10 +114,12 @@ impl TestEngine {
             .as_array()
             .unwrap()
             .iter()
-            .map(|item| match protocol::decode_server_json(&item.to_string()).unwrap() {
-                Frame::Danmaku(d) => d,
-                other => panic!("history item is not a danmaku: {other:?}"),
-            })
+            .map(
+                |item| match protocol::decode_server_json(&item.to_string()).unwrap() {
+                    Frame::Danmaku(d) => d,
+                    other => panic!("history item is not a danmaku: {other:?}"),
+                },
+            )
             .collect()
     }
 
@@ -129,8 +145,15 @@ impl Client {
             Some(after) => format!("{url}?token={token}&after_seq={after}"),
             None => format!("{url}?token={token}"),
         };
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-        let mut client = Self { socket, welcome: Default::default(), pending: Default::default(), others: Vec::new() };
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        let mut client = Self {
+            socket,
+            welcome: Default::default(),
+            pending: Default::default(),
+            others: Vec::new(),
+        };
         match client.next_frame().await {
             Frame::Welcome(welcome) => client.welcome = welcome,
             other => panic!("first frame must be welcome, got {other:?}"),
@@ -140,34 +163,59 @@ impl Client {
 
     /// Tries to connect and returns the HTTP status of a refused upgrade.
     pub async fn refused_status(url: &str, token: &str) -> u16 {
-        let request = format!("{url}?token={token}").into_client_request().unwrap();
+        let request = format!("{url}?token={token}")
+            .into_client_request()
+            .unwrap();
         match tokio_tungstenite::connect_async(request).await {
             Ok(_) => panic!("upgrade unexpectedly accepted"),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status().as_u16()
+            }
             Err(other) => panic!("unexpected error {other}"),
         }
     }
 
     pub async fn send_json(&mut self, value: Value) {
-        self.socket.send(Message::text(value.to_string())).await.unwrap();
+        self.socket
+            .send(Message::text(value.to_string()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_danmaku(&mut self, text: &str, cmid: &str) {
-        let frame = client_frame::Frame::Danmaku(SendDanmaku { text: text.into(), mode: 0, color: 0xFFFFFF, client_msg_id: cmid.into() });
-        self.socket.send(Message::text(protocol::encode_client_json(&frame))).await.unwrap();
+        let frame = client_frame::Frame::Danmaku(SendDanmaku {
+            text: text.into(),
+            mode: 0,
+            color: 0xFFFFFF,
+            client_msg_id: cmid.into(),
+        });
+        self.socket
+            .send(Message::text(protocol::encode_client_json(&frame)))
+            .await
+            .unwrap();
     }
 
     /// The next application frame (pings are answered by the library).
     pub async fn next_frame(&mut self) -> Frame {
-        self.next_frame_within(WAIT).await.expect("a frame within the timeout")
+        self.next_frame_within(WAIT)
+            .await
+            .expect("a frame within the timeout")
     }
 
     /// The next application frame, or `None` after `wait`.
     pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
         loop {
-            let message = tokio::time::timeout(wait, self.socket.next()).await.ok()?.expect("socket open").expect("frame reads");
+            let message = tokio::time::timeout(wait, self.socket.next())
+                .await
+                .ok()?
+                .expect("socket open")
+                .expect("frame reads");
             match message {
-                Message::Text(text) => return Some(protocol::decode_server_json(text.as_str()).expect("server frame decodes")),
+                Message::Text(text) => {
+                    return Some(
+                        protocol::decode_server_json(text.as_str()).expect("server frame decodes"),
+                    );
+                }
                 Message::Close(frame) => panic!("socket closed: {frame:?}"),
                 _ => continue,
             }
@@ -221,7 +269,10 @@ impl Client {
     /// Reads until the server closes; returns the close code.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(WAIT, self.socket.next()).await.expect("close within the timeout") {
+            match tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("close within the timeout")
+            {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,

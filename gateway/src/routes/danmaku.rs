@@ -1,9 +1,9 @@
 //! Danmaku history (for reconnects, late joiners and VOD) and deletion.
 
+use actors::RoomMsg;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use actors::RoomMsg;
 use protocol::v1::{ServerFrame, server_frame::Frame};
 use serde::Deserialize;
 
@@ -41,16 +41,36 @@ pub async fn history(
     if app.store.room(&room_id).await?.is_none() {
         return Err(ApiError::not_found("room not found"));
     }
-    let items = app.store.danmaku_after(&room_id, query.after_seq, limit).await?;
-    let items = items.into_iter().map(|item| ServerFrame { frame: Some(Frame::Danmaku(item)) }).collect();
+    let items = app
+        .store
+        .danmaku_after(&room_id, query.after_seq, limit)
+        .await?;
+    let items = items
+        .into_iter()
+        .map(|item| ServerFrame {
+            frame: Some(Frame::Danmaku(item)),
+        })
+        .collect();
     Ok(Json(History { items }))
 }
 
-pub async fn delete(State(app): State<AppState>, principal: Principal, Path((room_id, seq)): Path<(String, u64)>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path((room_id, seq)): Path<(String, u64)>,
+) -> Result<StatusCode, ApiError> {
     check_room_id(&room_id)?;
     principal.require(Grant::Moderate, &room_id)?;
-    let actor = app.acquire(&room_id).await?.actor().ok_or_else(|| ApiError::unavailable("the room is restarting"))?;
+    let actor = app
+        .acquire(&room_id)
+        .await?
+        .actor()
+        .ok_or_else(|| ApiError::unavailable("the room is restarting"))?;
     let by = principal.user_id().to_owned();
-    ractor::call_t!(actor, |reply| RoomMsg::DeleteDanmaku { seq, by, reply }, 10_000)??;
+    ractor::call_t!(
+        actor,
+        |reply| RoomMsg::DeleteDanmaku { seq, by, reply },
+        10_000
+    )??;
     Ok(StatusCode::NO_CONTENT)
 }

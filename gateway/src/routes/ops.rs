@@ -17,5 +17,8 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     if let Ok(depth) = app.store.outbox_depth().await {
         metrics::gauge!("live_outbox_depth").set(depth as f64);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }

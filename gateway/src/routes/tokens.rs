@@ -31,7 +31,11 @@ fn default_ttl() -> u64 {
     3600
 }
 
-pub async fn issue(State(app): State<AppState>, principal: Principal, ApiJson(req): ApiJson<TokenRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn issue(
+    State(app): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<Value>, ApiError> {
     if principal != Principal::Admin {
         return Err(ApiError::forbidden("only the admin key can mint tokens"));
     }
@@ -45,11 +49,25 @@ pub async fn issue(State(app): State<AppState>, principal: Principal, ApiJson(re
         check_room_id(&req.room)?;
     }
     if req.ttl_s == 0 || req.ttl_s > MAX_TTL_S {
-        return Err(ApiError::bad_request(format!("ttl_s must be 1 to {MAX_TTL_S}")));
+        return Err(ApiError::bad_request(format!(
+            "ttl_s must be 1 to {MAX_TTL_S}"
+        )));
     }
     let now = unix_now();
-    let name = if req.name.is_empty() { req.user_id.clone() } else { req.name };
-    let claims = Claims { user_id: req.user_id, name, room: req.room, grants: req.grants, exp: now + req.ttl_s, iat: now, region: req.region };
+    let name = if req.name.is_empty() {
+        req.user_id.clone()
+    } else {
+        req.name
+    };
+    let claims = Claims {
+        user_id: req.user_id,
+        name,
+        room: req.room,
+        grants: req.grants,
+        exp: now + req.ttl_s,
+        iat: now,
+        region: req.region,
+    };
     let token = app.auth.issue(&claims)?;
     Ok(Json(json!({ "token": token, "expires_at": claims.exp })))
 }
