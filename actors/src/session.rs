@@ -87,7 +87,9 @@ impl UserArgs {
     /// Grant and rate limit, then on to the room.
     fn danmaku(&mut self, input: protocol::v1::SendDanmaku) {
         let cmid = input.client_msg_id.clone();
+        metrics::counter!("live_danmaku_in_total").increment(1);
         if !self.info.grants.chat {
+            metrics::counter!("live_danmaku_rejected_total", "reason" => "forbidden").increment(1);
             return self
                 .tx
                 .error("forbidden", "your token has no `chat` grant", &cmid);

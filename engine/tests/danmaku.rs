@@ -281,14 +281,7 @@ async fn moderators_delete_and_mute_and_history_follows() {
     troll.send_danmaku("first", "t1").await;
     troll.send_danmaku("second", "t2").await;
     assert_eq!(seqs(&moderator.next_items(2).await), vec![1, 2]);
-    let status = t
-        .http
-        .delete(format!("{}/v1/rooms/r1/danmaku/1", t.base))
-        .bearer_auth(&mod_token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = t.delete("/v1/rooms/r1/danmaku/1", &mod_token).await;
     assert_eq!(status, 204);
     assert!(matches!(moderator.next_control().await, Frame::DanmakuDeleted(d) if d.seq == 1));
     assert!(
@@ -296,24 +289,10 @@ async fn moderators_delete_and_mute_and_history_follows() {
         "every session sees the deletion"
     );
     assert_eq!(seqs(&t.history("r1", &mod_token, 0).await), vec![2]);
-    let status = t
-        .http
-        .delete(format!("{}/v1/rooms/r1/danmaku/99", t.base))
-        .bearer_auth(&mod_token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = t.delete("/v1/rooms/r1/danmaku/99", &mod_token).await;
     assert_eq!(status, 404);
     let viewer_token = t.token("v", "r1", &["subscribe", "chat"]).await;
-    let status = t
-        .http
-        .delete(format!("{}/v1/rooms/r1/danmaku/2", t.base))
-        .bearer_auth(&viewer_token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = t.delete("/v1/rooms/r1/danmaku/2", &viewer_token).await;
     assert_eq!(status, 403);
     let response = t
         .http
@@ -328,14 +307,7 @@ async fn moderators_delete_and_mute_and_history_follows() {
     assert!(
         matches!(troll.next_control().await, Frame::Error(e) if e.code == "muted" && e.client_msg_id == "t3")
     );
-    let status = t
-        .http
-        .delete(format!("{}/v1/rooms/r1/mutes/troll", t.base))
-        .bearer_auth(&mod_token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = t.delete("/v1/rooms/r1/mutes/troll", &mod_token).await;
     assert_eq!(status, 204);
     troll.send_danmaku("fourth", "t4").await;
     assert_eq!(moderator.next_items(1).await[0].text, "fourth");

@@ -64,20 +64,7 @@ async fn danmaku_seqs(url: &str) -> (Vec<u64>, Vec<String>) {
 async fn wait_for_outbox_empty(t: &TestEngine) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = t
-            .http
-            .get(format!("{}/metrics", t.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let depth = metrics
-            .lines()
-            .find(|l| l.starts_with("live_outbox_depth"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok());
+        let depth = t.metric("live_outbox_depth").await;
         if depth == Some(0.0) {
             return;
         }

@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::Response;
 use bytes::Bytes;
-use protocol::v1::{Batch, DanmakuItem, ServerFrame, Welcome, server_frame::Frame};
+use protocol::v1::{Batch, Welcome, server_frame::Frame};
 use protocol::{Encoding, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTOBUF};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -186,7 +186,7 @@ impl Session {
         });
         self.send_frame(socket, &welcome).await?;
         for chunk in history.chunks(100) {
-            self.send_frame(socket, &items_frame(chunk.to_vec()))
+            self.send_frame(socket, &protocol::danmaku_frame(chunk.to_vec()))
                 .await?;
         }
         Ok(skip_upto)
@@ -326,21 +326,6 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         reason: Utf8Bytes::from_static(reason),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
-/// Danmaku items as one frame: a `danmaku` frame for one, a `batch` for more.
-fn items_frame(mut items: Vec<DanmakuItem>) -> Frame {
-    if items.len() == 1 {
-        return Frame::Danmaku(items.remove(0));
-    }
-    Frame::Batch(Batch {
-        items: items
-            .into_iter()
-            .map(|item| ServerFrame {
-                frame: Some(Frame::Danmaku(item)),
-            })
-            .collect(),
-    })
 }
 
 /// The part of a broadcast the session has not already sent from history.

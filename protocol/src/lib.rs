@@ -48,6 +48,20 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Committed danmaku as one frame: `danmaku` for one item, `batch` for more.
+pub fn danmaku_frame(mut items: Vec<v1::DanmakuItem>) -> server_frame::Frame {
+    if items.len() == 1 {
+        return server_frame::Frame::Danmaku(items.remove(0));
+    }
+    let items = items
+        .into_iter()
+        .map(|item| v1::ServerFrame {
+            frame: Some(server_frame::Frame::Danmaku(item)),
+        })
+        .collect();
+    server_frame::Frame::Batch(v1::Batch { items })
+}
+
 /// Decodes a client frame from JSON text (`{"type": ...}`).
 pub fn decode_client_json(text: &str) -> Result<client_frame::Frame, DecodeError> {
     serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))

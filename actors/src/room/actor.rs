@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use interactive::{Batcher, DanmakuLimits, Flush, InvalidDanmaku, Mutes, RecentIds, TermFilter};
 use protocol::v1::{
-    Ack, Batch, DanmakuBatch, DanmakuDeleted, DanmakuItem, ModerationAction, Presence, RoomClosed,
-    ServerFrame, server_frame::Frame,
+    Ack, DanmakuBatch, DanmakuDeleted, DanmakuItem, ModerationAction, Presence, RoomClosed,
+    server_frame::Frame,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use storage::{Room, Store, TermScope};
@@ -235,7 +235,6 @@ impl RoomState {
             sender,
         } = submit;
         let cmid = input.client_msg_id.clone();
-        metrics::counter!("live_danmaku_in_total").increment(1);
         if self.closing.is_some() {
             return sender.error("unavailable", "the room is closing", &cmid);
         }
@@ -527,18 +526,9 @@ fn reject(reason: &'static str) {
 }
 
 /// Encodes committed items once and hands them to every session.
-fn publish_items(hub: &RoomHub, mut items: Vec<DanmakuItem>, first: u64, last: u64) {
-    let frame = if items.len() == 1 {
-        Frame::Danmaku(items.remove(0))
-    } else {
-        Frame::Batch(Batch {
-            items: items
-                .into_iter()
-                .map(|item| ServerFrame {
-                    frame: Some(Frame::Danmaku(item)),
-                })
-                .collect(),
-        })
-    };
-    hub.publish(Broadcast::new(frame, Some((first, last))));
+fn publish_items(hub: &RoomHub, items: Vec<DanmakuItem>, first: u64, last: u64) {
+    hub.publish(Broadcast::new(
+        protocol::danmaku_frame(items),
+        Some((first, last)),
+    ));
 }

@@ -123,6 +123,35 @@ impl TestEngine {
             .collect()
     }
 
+    /// The value of an unlabelled metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// `DELETE` with a bearer token; returns the status.
+    pub async fn delete(&self, path: &str, token: &str) -> u16 {
+        self.http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn shutdown(mut self) {
         self.engine.take().unwrap().shutdown().await.unwrap();
     }
