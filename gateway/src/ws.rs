@@ -27,6 +27,10 @@ use crate::auth::{Grant, Principal};
 use crate::error::{ApiError, check_room_id};
 use crate::state::AppState;
 
+/// Read buffer per socket: enough for a few typical frames; larger ones are
+/// still read, in several calls.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     after_seq: Option<u64>,
@@ -68,10 +72,14 @@ pub async fn connect(
     }
     let hub = app.acquire(&room_id).await?;
     let limit = app.config.max_message_bytes;
+    // tungstenite's default 128 KiB read and write buffers per socket would
+    // dominate the memory of an idle session; frames here are small.
     let upgrade = upgrade
         .protocols([SUBPROTOCOL_PROTOBUF, SUBPROTOCOL_JSON])
         .max_message_size(limit)
-        .max_frame_size(limit);
+        .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0);
     let tracker = app.sessions.clone();
     let session = Session {
         app,

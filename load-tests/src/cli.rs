@@ -1,0 +1,216 @@
+//! Flags. Every count, rate and time has an upper bound so that a typo
+//! (`--viewers 1000000`) fails at once instead of exhausting the machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+/// Upper bounds, checked before anything connects.
+pub const MAX_VIEWERS: u32 = 100_000;
+pub const MAX_SENDERS: u32 = 1_000;
+pub const MAX_RATE: u32 = 100_000;
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+pub const MAX_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "live-load",
+    version,
+    about = "Load generator for a running live-engine (loopback benchmarks)"
+)]
+pub struct Cli {
+    /// Runtime worker threads (default: one per core). Lower it to leave
+    /// cores to an engine on the same machine.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N viewers watch one room while M senders post danmaku at a fixed
+    /// total rate; reports delivery ratio, end-to-end latency and, with
+    /// --engine-pid, the engine's CPU and memory per connection.
+    Danmaku(DanmakuArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DanmakuArgs {
+    /// Engine base URL (HTTP API; WebSockets use the same host).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Admin key, to create the room and mint tokens.
+    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    /// Room to load (created if missing, reused if it exists).
+    #[arg(long, default_value = "bench")]
+    pub room: String,
+    /// Viewers: sessions that only watch.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VIEWERS)))]
+    pub viewers: u32,
+    /// Senders: moderator sessions (exempt from the per-user rate limit)
+    /// that share the send rate between them.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SENDERS)))]
+    pub senders: u32,
+    /// Danmaku per second, in total across all senders.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RATE)))]
+    pub rate: u32,
+    /// How long to send: `30`, `30s`, `2m`, `500ms`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// After sending stops, how long to wait for deliveries still in flight.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Connections opened per second while ramping up.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ramp: u32,
+    /// Give up on one connection (handshake plus welcome) after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Engine process to sample (/proc/PID/stat, /proc/PID/status) for CPU
+    /// and RSS; the engine must run on this machine. Memory per connection
+    /// is only meaningful against a freshly started engine: memory freed by
+    /// earlier sessions stays in its RSS.
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+    /// Mint one token per viewer (64 requests in flight) instead of one
+    /// shared viewer token; tokens are not bound to a connection, so the
+    /// shared one measures the same thing faster.
+    #[arg(long)]
+    pub unique_viewer_tokens: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl DanmakuArgs {
+    /// Checks what clap's per-flag parsers cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            bail!(
+                "--duration must be between 1ms and {}s",
+                MAX_DURATION.as_secs()
+            );
+        }
+        if self.grace > MAX_GRACE {
+            bail!("--grace must be at most {}s", MAX_GRACE.as_secs());
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(120) {
+            bail!("--connect-timeout must be between 1ms and 120s");
+        }
+        let room_ok = !self.room.is_empty()
+            && self.room.len() <= 64
+            && self
+                .room
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !room_ok {
+            bail!("--room must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`");
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            bail!("--url must start with http:// (or https://)");
+        }
+        if self.admin_key.trim().is_empty() {
+            bail!("--admin-key (or LIVE_ADMIN_KEY) is empty");
+        }
+        Ok(())
+    }
+
+    /// Danmaku the senders are scheduled to send in total.
+    pub fn planned_sends(&self) -> u64 {
+        (f64::from(self.rate) * self.duration.as_secs_f64()).round() as u64
+    }
+}
+
+/// Parses `30`, `30s`, `1.5s`, `2m`, `1h`, `250ms`. A hand-written parser:
+/// four units do not justify a dependency.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 30, 30s, 2m, 500ms)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" | "secs" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" | "mins" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_plain_seconds_and_units() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn durations_reject_garbage_and_unknown_units() {
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("1.2.3s").is_err());
+    }
+
+    fn args(extra: &[&str]) -> Result<DanmakuArgs, clap::Error> {
+        let mut argv = vec!["live-load", "danmaku", "--admin-key", "k"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Danmaku(args) => args,
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let a = args(&[]).unwrap();
+        assert_eq!(
+            (a.viewers, a.senders, a.rate, a.ramp),
+            (1000, 10, 100, 2000)
+        );
+        assert_eq!(a.duration, Duration::from_secs(30));
+        assert_eq!(a.grace, Duration::from_secs(3));
+        assert_eq!(a.planned_sends(), 3000);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(args(&["--viewers", "0"]).is_err());
+        assert!(args(&["--viewers", "100001"]).is_err());
+        assert!(args(&["--senders", "0"]).is_err());
+        assert!(args(&["--rate", "0"]).is_err());
+        assert!(args(&["--duration", "2h"]).unwrap().validate().is_err());
+        assert!(args(&["--room", "no spaces"]).unwrap().validate().is_err());
+        assert!(
+            args(&["--url", "127.0.0.1:8080"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+    }
+}
