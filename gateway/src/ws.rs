@@ -212,15 +212,29 @@ impl Session {
         let delivered = metrics::counter!("live_danmaku_delivered_total");
         let mut keepalive = tokio::time::interval(self.app.config.keepalive);
         keepalive.reset();
+        // Created once, not per loop turn: each fresh `cancelled()` would
+        // register a new waiter on every frame.
+        let shutdown = self.app.shutdown.cancelled();
+        let room_closed = self.hub.closed();
+        let slow = slow.cancelled();
+        tokio::pin!(shutdown, room_closed, slow);
         loop {
             tokio::select! {
                 biased;
-                _ = self.app.shutdown.cancelled() => return End::Close(1001, "server shutting down"),
-                reason = self.hub.closed() => return match reason {
-                    HubClosed::RoomClosed => End::Close(1000, "room closed"),
-                    HubClosed::Unavailable => End::Close(1012, "room restarting, reconnect"),
-                },
-                _ = slow.cancelled() => return End::Close(1013, "slow consumer"),
+                _ = &mut shutdown => return End::Close(1001, "server shutting down"),
+                reason = &mut room_closed => {
+                    // The room's last frames (`room_closed`) precede the close.
+                    while let Ok(broadcast) = frames.try_recv() {
+                        if self.send_bytes(socket, broadcast.bytes(self.encoding)).await.is_err() {
+                            break;
+                        }
+                    }
+                    return match reason {
+                        HubClosed::RoomClosed => End::Close(1000, "room closed"),
+                        HubClosed::Unavailable => End::Close(1012, "room restarting, reconnect"),
+                    };
+                }
+                _ = &mut slow => return End::Close(1013, "slow consumer"),
                 inbound = socket.recv() => match inbound {
                     None => return End::Gone,
                     Some(Err(error)) => return close_for(error),
