@@ -14,13 +14,16 @@
 //! ## How a danmaku flows through it
 //!
 //! ```text
-//!  SendDanmaku ─► RecentIds::get ──seen──► ack with the old seq
-//!                      │ new
-//!                      ▼
-//!                  validate ──► Mutes ──► SlidingWindowLimiter ──► TermFilter
-//!                                                                      │ ok
-//!   (the room actor assigns seq, stores, RecentIds::insert)  ◄─────────┘
-//!                      │
+//!  SendDanmaku ─► SlidingWindowLimiter          (in the user's session actor)
+//!                      │ allowed
+//!                      ▼                          (in the room actor, in this order)
+//!                  validate ──► Mutes ──► RecentIds::get ──seen──► ack with the old seq
+//!                                               │ new
+//!                                               ▼
+//!                                          TermFilter ──blocked──► error to the sender only
+//!                                               │ ok
+//!   (the room actor assigns seq, stores, RecentIds::insert)
+//!                      │ committed
 //!                      ▼
 //!   Batcher::push / poll(at next_deadline) ──► Flush { items, merged } ──► broadcast + acks
 //! ```
