@@ -65,15 +65,7 @@ async fn viewer_counts_are_broadcast_periodically() {
             ),
         }
     }
-    let room: serde_json::Value = t
-        .http
-        .get(format!("{}/v1/rooms/r1", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room = t.get_json("/v1/rooms/r1").await;
     assert_eq!(
         (room["viewers"].as_u64(), room["live"].as_bool()),
         (Some(2), Some(true))
@@ -122,27 +114,11 @@ async fn deleting_a_room_tells_and_closes_its_sessions() {
     assert_eq!(t.delete("/v1/rooms/r1", ADMIN_KEY).await, 204);
     assert!(matches!(client.next_control().await, Frame::RoomClosed(_)));
     assert_eq!(client.close_code().await, Some(1000));
-    let room: serde_json::Value = t
-        .http
-        .get(format!("{}/v1/rooms/r1", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room = t.get_json("/v1/rooms/r1").await;
     assert!(room["closed_ms"].as_u64().is_some());
     let token = t.token("ann", "r1", &["subscribe"]).await;
     assert_eq!(Client::refused_status(&t.ws_url("r1"), &token).await, 404);
-    let rooms: serde_json::Value = t
-        .http
-        .get(format!("{}/v1/rooms", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rooms = t.get_json("/v1/rooms").await;
     assert_eq!(rooms["rooms"].as_array().map(Vec::len), Some(0));
     assert_eq!(t.delete("/v1/rooms/r1", ADMIN_KEY).await, 404);
     t.shutdown().await;

@@ -139,19 +139,11 @@ pub async fn run(
                 tally.sent += 1;
                 shared.progress.sent.fetch_add(1, Ordering::Relaxed);
             }
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => on_text(&mut tally, &shared, &prefix, text.as_str()),
-                Some(Ok(Message::Close(frame))) => {
-                    tally.ended_early = Some(wire::close_reason(frame.as_ref()));
-                    return tally;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    tally.ended_early = Some(wire::describe(&error));
-                    return tally;
-                }
-                None => {
-                    tally.ended_early = Some("connection closed".into());
+            message = ws.next() => match wire::read(&message) {
+                wire::Read::Text(text) => on_text(&mut tally, &shared, &prefix, text),
+                wire::Read::Other => {}
+                wire::Read::Ended(reason) => {
+                    tally.ended_early = Some(reason);
                     return tally;
                 }
             },

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::scenario::{Phase, Shared};
 use crate::tally::Tally;
@@ -45,19 +44,11 @@ pub async fn run(
                     break;
                 }
             }
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => on_text(&mut tally, &shared, text.as_str()),
-                Some(Ok(Message::Close(frame))) => {
-                    tally.ended_early = Some(wire::close_reason(frame.as_ref()));
-                    return tally;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    tally.ended_early = Some(wire::describe(&error));
-                    return tally;
-                }
-                None => {
-                    tally.ended_early = Some("connection closed".into());
+            message = ws.next() => match wire::read(&message) {
+                wire::Read::Text(text) => on_text(&mut tally, &shared, text),
+                wire::Read::Other => {}
+                wire::Read::Ended(reason) => {
+                    tally.ended_early = Some(reason);
                     return tally;
                 }
             },

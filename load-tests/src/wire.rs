@@ -79,6 +79,29 @@ pub fn describe(error: &WsError) -> String {
     }
 }
 
+/// What one read from a session's socket means to its loop.
+pub enum Read<'a> {
+    Text(&'a str),
+    /// Not a text frame (ping, pong, binary): nothing to count.
+    Other,
+    /// The session is over, and why.
+    Ended(String),
+}
+
+/// Classifies one `ws.next()` result.
+pub fn read(
+    message: &Option<Result<tokio_tungstenite::tungstenite::Message, WsError>>,
+) -> Read<'_> {
+    use tokio_tungstenite::tungstenite::Message;
+    match message {
+        Some(Ok(Message::Text(text))) => Read::Text(text.as_str()),
+        Some(Ok(Message::Close(frame))) => Read::Ended(close_reason(frame.as_ref())),
+        Some(Ok(_)) => Read::Other,
+        Some(Err(error)) => Read::Ended(describe(error)),
+        None => Read::Ended("connection closed".into()),
+    }
+}
+
 /// A close frame as a short reason: `close 1013 slow consumer`.
 pub fn close_reason(frame: Option<&CloseFrame>) -> String {
     match frame {

@@ -140,6 +140,18 @@ impl TestEngine {
             .and_then(|value| value.parse().ok())
     }
 
+    /// `GET` a JSON document without credentials.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// `DELETE` with a bearer token; returns the status.
     pub async fn delete(&self, path: &str, token: &str) -> u16 {
         self.http
