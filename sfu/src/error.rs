@@ -1,0 +1,27 @@
+//! What the media plane refuses, each mapped to one HTTP status at the
+//! gateway (see docs/protocol.md).
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    /// The offer is not valid SDP; the reason names what is wrong. (400)
+    #[error("malformed SDP: {0}")]
+    BadSdp(String),
+    /// The offer has no audio or video media line. (400)
+    #[error("the offer has no audio or video")]
+    NoMedia,
+    /// None of the offered codecs is one the engine forwards. (422)
+    #[error("no acceptable codec: the engine takes Opus, VP8 and H.264")]
+    NoCodec,
+    /// The offer was valid but could not be negotiated. (400)
+    #[error("the offer cannot be negotiated: {0}")]
+    Negotiation(String),
+    /// The stream already has a publisher. (409)
+    #[error("the stream is already live")]
+    StreamLive,
+    /// The stream has no publisher. (404)
+    #[error("the stream is not live")]
+    StreamNotLive,
+    /// The peer is unknown or gone. (404)
+    #[error("no such session")]
+    UnknownPeer,
+}

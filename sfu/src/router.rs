@@ -1,0 +1,465 @@
+//! The sans-IO router: peers, streams and forwarding.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::error::SfuError;
+use crate::peer::{Peer, PeerId, Role};
+
+/// `room/stream`: what a publisher publishes and subscribers watch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub room: String,
+    pub stream: String,
+}
+
+impl StreamKey {
+    pub fn new(room: impl Into<String>, stream: impl Into<String>) -> Self {
+        Self {
+            room: room.into(),
+            stream: stream.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The address peers send media to: the UDP socket's address, or the
+    /// advertised public address in front of it.
+    pub host_candidate: SocketAddr,
+    /// At most one keyframe request per publisher track in this interval.
+    pub keyframe_interval: Duration,
+}
+
+impl RouterConfig {
+    pub fn new(host_candidate: SocketAddr) -> Self {
+        Self {
+            host_candidate,
+            keyframe_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A datagram for the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// What the router tells its owner (the actors, through the run loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// ICE and DTLS completed: media can flow.
+    Connected {
+        peer: PeerId,
+        role: Role,
+        stream: StreamKey,
+    },
+    /// The peer is gone: removed, timed out or closed by the other side.
+    /// Subscribers of a publisher that left get one each.
+    Closed {
+        peer: PeerId,
+        role: Role,
+        stream: StreamKey,
+    },
+}
+
+pub struct Router {
+    config: RouterConfig,
+    peers: HashMap<PeerId, Peer>,
+    publishers: HashMap<StreamKey, PeerId>,
+    subscribers: HashMap<StreamKey, Vec<PeerId>>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    /// Peers whose outputs must be polled before the router is idle.
+    dirty: Vec<PeerId>,
+    /// Datagrams no peer accepted (noise on the media port).
+    pub ignored_datagrams: u64,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        crate::install_crypto();
+        Self {
+            config,
+            peers: HashMap::new(),
+            publishers: HashMap::new(),
+            subscribers: HashMap::new(),
+            next_id: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            ignored_datagrams: 0,
+        }
+    }
+
+    /// Accepts a publisher's offer for `stream` (WHIP); returns its id and
+    /// the SDP answer.
+    pub fn publish(
+        &mut self,
+        stream: StreamKey,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
+        if self.publishers.contains_key(&stream) {
+            return Err(SfuError::StreamLive);
+        }
+        let (id, answer) = self.add_peer(Role::Publisher, stream.clone(), offer, now)?;
+        self.publishers.insert(stream, id);
+        Ok((id, answer))
+    }
+
+    /// Accepts a subscriber's offer for a live `stream` (WHEP).
+    pub fn subscribe(
+        &mut self,
+        stream: StreamKey,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
+        if !self.publishers.contains_key(&stream) {
+            return Err(SfuError::StreamNotLive);
+        }
+        let (id, answer) = self.add_peer(Role::Subscriber, stream.clone(), offer, now)?;
+        self.subscribers.entry(stream).or_default().push(id);
+        Ok((id, answer))
+    }
+
+    fn add_peer(
+        &mut self,
+        role: Role,
+        stream: StreamKey,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        let candidate = Candidate::host(self.config.host_candidate, "udp")
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let answer = answer.to_sdp_string();
+        let lines = media_lines(&answer);
+        if lines.is_empty() {
+            return Err(SfuError::NoMedia);
+        }
+        if lines.iter().all(|line| !line.accepted) {
+            return Err(SfuError::NoCodec);
+        }
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        let tracks = lines
+            .iter()
+            .filter(|l| l.accepted)
+            .map(|l| (Mid::from(l.mid.as_str()), l.kind))
+            .collect();
+        let peer = Peer {
+            id,
+            role,
+            stream,
+            rtc,
+            tracks,
+            timeout: now,
+            connected: false,
+            last_keyframe_request: Vec::new(),
+        };
+        self.peers.insert(id, peer);
+        self.dirty.push(id);
+        self.drive(now);
+        Ok((id, answer))
+    }
+
+    /// Removes a peer (WHEP/WHIP `DELETE`). A publisher takes its
+    /// subscribers with it.
+    pub fn remove(&mut self, id: PeerId, now: Instant) -> Result<(), SfuError> {
+        let peer = self.peers.get(&id).ok_or(SfuError::UnknownPeer)?;
+        let (role, stream) = (peer.role, peer.stream.clone());
+        self.close(id);
+        if role == Role::Publisher {
+            for sub in self.subscribers.remove(&stream).unwrap_or_default() {
+                self.close(sub);
+            }
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    fn close(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        match peer.role {
+            Role::Publisher => {
+                self.publishers.remove(&peer.stream);
+            }
+            Role::Subscriber => {
+                if let Some(subs) = self.subscribers.get_mut(&peer.stream) {
+                    subs.retain(|s| *s != id);
+                }
+            }
+        }
+        self.events.push_back(SfuEvent::Closed {
+            peer: id,
+            role: peer.role,
+            stream: peer.stream,
+        });
+    }
+
+    /// Feeds one datagram from the socket. Returns false when no peer
+    /// accepted it (counted in `ignored_datagrams`).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        let Ok(contents) = contents.try_into() else {
+            self.ignored_datagrams += 1;
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
+            self.ignored_datagrams += 1;
+            return false;
+        };
+        let id = peer.id;
+        if let Err(error) = peer.rtc.handle_input(input) {
+            tracing::debug!(%id, %error, "peer rejected a datagram");
+        }
+        self.dirty.push(id);
+        self.drive(now);
+        true
+    }
+
+    /// Lets time pass: every peer whose timeout is due runs its timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for peer in self.peers.values_mut() {
+            if peer.timeout <= now {
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
+                self.dirty.push(peer.id);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// When the router next needs [`Self::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|p| p.timeout).min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn is_live(&self, stream: &StreamKey) -> bool {
+        self.publishers.contains_key(stream)
+    }
+
+    pub fn subscriber_count(&self, stream: &StreamKey) -> usize {
+        self.subscribers.get(stream).map_or(0, Vec::len)
+    }
+
+    /// Polls every dirty peer until it only has a timeout left; forwarding
+    /// makes subscribers dirty in turn.
+    fn drive(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            while let Some(peer) = self.peers.get_mut(&id) {
+                if !peer.rtc.is_alive() {
+                    self.close(id);
+                    break;
+                }
+                let output = match peer.rtc.poll_output() {
+                    Ok(output) => output,
+                    Err(error) => {
+                        tracing::debug!(%id, %error, "peer failed");
+                        self.close(id);
+                        break;
+                    }
+                };
+                match output {
+                    Output::Timeout(at) => {
+                        peer.timeout = at;
+                        break;
+                    }
+                    Output::Transmit(t) => self.transmits.push_back(Transmit {
+                        destination: t.destination,
+                        contents: t.contents.to_vec(),
+                    }),
+                    Output::Event(event) => self.on_event(id, event, now),
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, id: PeerId, event: Event, now: Instant) {
+        match event {
+            Event::Connected => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                peer.connected = true;
+                let (role, stream) = (peer.role, peer.stream.clone());
+                self.events.push_back(SfuEvent::Connected {
+                    peer: id,
+                    role,
+                    stream: stream.clone(),
+                });
+                if role == Role::Subscriber {
+                    // A viewer joining mid-stream needs a keyframe now.
+                    self.request_keyframe(&stream, KeyframeRequestKind::Pli, now);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                let _ = self.remove(id, now);
+            }
+            Event::MediaData(data) => self.forward(id, data, now),
+            Event::KeyframeRequest(request) => {
+                if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
+                    self.request_keyframe(&stream, request.kind, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes a publisher's frame to every connected subscriber's track of
+    /// the same kind, in the codec the subscriber negotiated.
+    fn forward(&mut self, publisher: PeerId, data: MediaData, now: Instant) {
+        let Some(peer) = self.peers.get(&publisher) else {
+            return;
+        };
+        if peer.role != Role::Publisher {
+            return;
+        }
+        let Some(kind) = peer.kind_of(data.mid) else {
+            return;
+        };
+        let stream = peer.stream.clone();
+        if !data.contiguous && kind == MediaKind::Video {
+            self.request_keyframe(&stream, KeyframeRequestKind::Fir, now);
+        }
+        let subscribers = self.subscribers.get(&stream).cloned().unwrap_or_default();
+        for sub in subscribers {
+            let Some(peer) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            if !peer.connected {
+                continue;
+            }
+            let Some(mid) = peer.track_of_kind(kind) else {
+                continue;
+            };
+            let Some(writer) = peer.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            if let Err(error) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                tracing::debug!(peer = %sub, %error, "write to subscriber failed");
+            }
+            self.dirty.push(sub);
+        }
+    }
+
+    /// Asks the stream's publisher for a keyframe on its video track, at
+    /// most once per `keyframe_interval`.
+    fn request_keyframe(&mut self, stream: &StreamKey, kind: KeyframeRequestKind, now: Instant) {
+        let Some(id) = self.publishers.get(stream).copied() else {
+            return;
+        };
+        let interval = self.config.keyframe_interval;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(mid) = peer.track_of_kind(MediaKind::Video) else {
+            return;
+        };
+        let recent = peer
+            .last_keyframe_request
+            .iter()
+            .any(|(m, at)| *m == mid && now.duration_since(*at) < interval);
+        if recent {
+            return;
+        }
+        let Some(mut writer) = peer.rtc.writer(mid) else {
+            return;
+        };
+        if writer.request_keyframe(None, kind).is_ok() {
+            peer.last_keyframe_request.retain(|(m, _)| *m != mid);
+            peer.last_keyframe_request.push((mid, now));
+            self.dirty.push(id);
+        }
+    }
+}
+
+/// An audio or video line of an SDP answer.
+struct MediaLine {
+    kind: MediaKind,
+    mid: String,
+    /// False when the line was rejected (port 0 or no codec in common).
+    accepted: bool,
+}
+
+/// The audio and video lines of the answer str0m wrote: which media the
+/// peer will carry, and whether any codec was agreed for each.
+fn media_lines(answer: &str) -> Vec<MediaLine> {
+    let mut lines: Vec<MediaLine> = Vec::new();
+    let mut in_media = false;
+    for line in answer.lines() {
+        if let Some(rest) = line.strip_prefix("m=") {
+            let mut fields = rest.split_whitespace();
+            let kind = match fields.next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+            let port = fields.next().unwrap_or("0");
+            let formats = fields.skip(1).count();
+            in_media = kind.is_some();
+            if let Some(kind) = kind {
+                lines.push(MediaLine {
+                    kind,
+                    mid: String::new(),
+                    accepted: port != "0" && formats > 0,
+                });
+            }
+        } else if let (true, Some(mid), Some(last)) =
+            (in_media, line.strip_prefix("a=mid:"), lines.last_mut())
+        {
+            last.mid = mid.trim().to_owned();
+        }
+    }
+    lines
+}

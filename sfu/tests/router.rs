@@ -1,0 +1,314 @@
+//! The router between real str0m peers on an in-memory network, in
+//! simulated time: a publisher sends VP8 and Opus, subscribers receive
+//! every frame; bad offers and noise are refused without harm.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sfu::{Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const ROUTER: &str = "192.0.2.1:5000";
+
+/// A browser-like peer (full ICE, not lite) with its own address.
+struct Client {
+    addr: SocketAddr,
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    video: Vec<Vec<u8>>,
+    audio: usize,
+    mids: Vec<(Mid, MediaKind)>,
+}
+
+impl Client {
+    fn new(port: u16, direction: Direction, now: Instant) -> (Self, String) {
+        sfu::install_crypto();
+        let addr: SocketAddr = format!("192.0.2.{}:{port}", port % 200).parse().unwrap();
+        let mut rtc = Rtc::new(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(MediaKind::Video, direction, None, None, None);
+        let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let client = Self {
+            addr,
+            rtc,
+            pending: Some(pending),
+            connected: false,
+            video: Vec::new(),
+            audio: 0,
+            mids: vec![(video, MediaKind::Video), (audio, MediaKind::Audio)],
+        };
+        (client, offer.to_sdp_string())
+    }
+
+    fn accept(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending.take().unwrap(), answer)
+            .unwrap();
+    }
+
+    fn mid(&self, kind: MediaKind) -> Mid {
+        self.mids.iter().find(|(_, k)| *k == kind).unwrap().0
+    }
+
+    /// Writes one frame of `kind` if connected.
+    fn send(&mut self, kind: MediaKind, frame: u64, data: &[u8], now: Instant) {
+        if !self.connected {
+            return;
+        }
+        let mid = self.mid(kind);
+        let writer = self.rtc.writer(mid).unwrap();
+        let pt = writer.payload_params().next().unwrap().pt();
+        let time = match kind {
+            MediaKind::Video => MediaTime::new(frame * 3000, Frequency::NINETY_KHZ),
+            MediaKind::Audio => MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ),
+        };
+        writer.write(pt, now, time, data.to_vec()).unwrap();
+    }
+}
+
+/// Shuttles datagrams between the clients and the router until all are idle.
+fn step(router: &mut Router, clients: &mut [&mut Client], now: Instant) {
+    let router_addr: SocketAddr = ROUTER.parse().unwrap();
+    for _ in 0..50 {
+        let mut moved = false;
+        for client in clients.iter_mut() {
+            let _ = client.rtc.handle_input(Input::Timeout(now));
+            while let Ok(output) = client.rtc.poll_output() {
+                match output {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => {
+                        moved = true;
+                        router.handle_datagram(now, client.addr, router_addr, &t.contents);
+                    }
+                    Output::Event(Event::Connected) => client.connected = true,
+                    Output::Event(Event::MediaData(data)) => {
+                        moved = true;
+                        match client
+                            .mids
+                            .iter()
+                            .find(|(m, _)| *m == data.mid)
+                            .map(|(_, k)| *k)
+                        {
+                            Some(MediaKind::Video) => client.video.push(data.data.to_vec()),
+                            Some(MediaKind::Audio) => client.audio += 1,
+                            None => {}
+                        }
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        router.handle_timeout(now);
+        while let Some(t) = router.poll_transmit() {
+            moved = true;
+            if let Some(client) = clients.iter_mut().find(|c| c.addr == t.destination) {
+                let contents = t.contents.as_slice().try_into().unwrap();
+                let input = Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: router_addr,
+                        destination: client.addr,
+                        contents,
+                    },
+                );
+                let _ = client.rtc.handle_input(input);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+/// A VP8 keyframe payload header (320x240) followed by filler.
+fn vp8_frame(n: u64) -> Vec<u8> {
+    let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+    frame.extend((0..600).map(|i| ((i as u64 + n) % 251) as u8));
+    frame
+}
+
+fn router() -> Router {
+    Router::new(RouterConfig::new(ROUTER.parse().unwrap()))
+}
+
+#[test]
+fn a_publisher_reaches_every_subscriber_and_its_removal_ends_them() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+
+    let (mut publisher, offer) = Client::new(1001, Direction::SendOnly, now);
+    let (publisher_id, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    publisher.accept(&answer);
+    assert!(router.is_live(&stream));
+
+    let (mut alice, offer) = Client::new(1002, Direction::RecvOnly, now);
+    let (_, answer) = router.subscribe(stream.clone(), &offer, now).unwrap();
+    alice.accept(&answer);
+    let (mut bob, offer) = Client::new(1003, Direction::RecvOnly, now);
+    let (bob_id, answer) = router.subscribe(stream.clone(), &offer, now).unwrap();
+    bob.accept(&answer);
+    assert_eq!(router.subscriber_count(&stream), 2);
+
+    let mut sent_video = Vec::new();
+    for tick in 0..3000u64 {
+        now = start + Duration::from_millis(tick);
+        if tick % 33 == 0 && tick > 0 {
+            let frame = vp8_frame(tick);
+            publisher.send(MediaKind::Video, tick / 33, &frame, now);
+            if publisher.connected {
+                sent_video.push(frame);
+            }
+        }
+        if tick % 20 == 0 {
+            publisher.send(MediaKind::Audio, tick / 20, &[0xfc; 80], now);
+        }
+        step(
+            &mut router,
+            &mut [&mut publisher, &mut alice, &mut bob],
+            now,
+        );
+    }
+    assert!(
+        publisher.connected && alice.connected && bob.connected,
+        "ICE and DTLS complete through the router"
+    );
+    assert!(
+        sent_video.len() > 60,
+        "the publisher sent {} frames",
+        sent_video.len()
+    );
+    for (name, viewer) in [("alice", &alice), ("bob", &bob)] {
+        assert!(
+            viewer.video.len() + 5 >= sent_video.len(),
+            "{name} received {} of {} video frames",
+            viewer.video.len(),
+            sent_video.len()
+        );
+        let last = viewer.video.last().unwrap();
+        assert!(
+            sent_video.contains(last),
+            "{name}'s frames are the publisher's bytes"
+        );
+        assert!(
+            viewer.audio > 100,
+            "{name} received {} audio frames",
+            viewer.audio
+        );
+    }
+    let connected: Vec<_> = std::iter::from_fn(|| router.poll_event())
+        .filter(|e| matches!(e, SfuEvent::Connected { .. }))
+        .collect();
+    assert_eq!(connected.len(), 3);
+
+    router.remove(publisher_id, now).unwrap();
+    let closed: Vec<_> = std::iter::from_fn(|| router.poll_event()).collect();
+    assert!(closed.contains(&SfuEvent::Closed {
+        peer: publisher_id,
+        role: Role::Publisher,
+        stream: stream.clone()
+    }));
+    assert!(closed.contains(&SfuEvent::Closed {
+        peer: bob_id,
+        role: Role::Subscriber,
+        stream: stream.clone()
+    }));
+    assert!(!router.is_live(&stream));
+    assert_eq!(router.subscriber_count(&stream), 0);
+    assert_eq!(router.remove(publisher_id, now), Err(SfuError::UnknownPeer));
+}
+
+#[test]
+fn one_publisher_per_stream_and_no_viewers_before_it() {
+    let now = Instant::now();
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    let (_, offer) = Client::new(1002, Direction::RecvOnly, now);
+    assert_eq!(
+        router.subscribe(stream.clone(), &offer, now).unwrap_err(),
+        SfuError::StreamNotLive
+    );
+    let (_, offer) = Client::new(1001, Direction::SendOnly, now);
+    router.publish(stream.clone(), &offer, now).unwrap();
+    let (_, offer) = Client::new(1003, Direction::SendOnly, now);
+    assert_eq!(
+        router.publish(stream, &offer, now).unwrap_err(),
+        SfuError::StreamLive
+    );
+}
+
+#[test]
+fn bad_offers_are_refused_with_their_reason() {
+    let now = Instant::now();
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    assert!(matches!(
+        router.publish(stream.clone(), "this is not sdp", now),
+        Err(SfuError::BadSdp(_))
+    ));
+    assert!(matches!(
+        router.publish(stream.clone(), "", now),
+        Err(SfuError::BadSdp(_))
+    ));
+
+    // Only a data channel: no audio or video.
+    sfu::install_crypto();
+    let mut rtc = Rtc::new(now);
+    rtc.add_local_candidate(Candidate::host("192.0.2.9:9".parse().unwrap(), "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    change.add_channel("chat".into());
+    let (offer, _) = change.apply().unwrap();
+    assert_eq!(
+        router
+            .publish(stream.clone(), &offer.to_sdp_string(), now)
+            .unwrap_err(),
+        SfuError::NoMedia
+    );
+
+    // Codecs the engine does not forward, only.
+    let (_, offer) = Client::new(1004, Direction::SendOnly, now);
+    let offer = offer
+        .replace("VP8/90000", "VP7/90000")
+        .replace("H264/90000", "H263/90000")
+        .replace("opus/48000", "SILK/48000");
+    assert_eq!(
+        router.publish(stream.clone(), &offer, now).unwrap_err(),
+        SfuError::NoCodec
+    );
+    assert!(
+        !router.is_live(&stream),
+        "a refused offer leaves nothing behind"
+    );
+}
+
+#[test]
+fn noise_on_the_media_port_is_ignored_and_counted() {
+    let now = Instant::now();
+    let mut router = router();
+    let (mut publisher, offer) = Client::new(1001, Direction::SendOnly, now);
+    let (_, answer) = router
+        .publish(StreamKey::new("r", "s"), &offer, now)
+        .unwrap();
+    publisher.accept(&answer);
+    let from: SocketAddr = "198.51.100.7:4444".parse().unwrap();
+    for noise in [
+        &b""[..],
+        b"\x00",
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0x80u8; 1200][..],
+        &[0x16u8, 0xfe, 0xfd, 0, 0][..],
+    ] {
+        assert!(!router.handle_datagram(now, from, ROUTER.parse().unwrap(), noise));
+    }
+    assert_eq!(router.ignored_datagrams, 5);
+}
