@@ -26,8 +26,11 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// NATS server with JetStream; unset or empty: the in-process bus.
     pub nats_url: Option<String>,
-    /// UDP address of the media plane (used by the SFU).
+    /// UDP address of the media plane (WHIP/WHEP media).
     pub media_udp_addr: SocketAddr,
+    /// The address peers send media to, when it differs from
+    /// `media_udp_addr` (NAT, wildcard bind). Put in ICE candidates.
+    pub media_advertised_addr: Option<SocketAddr>,
     pub danmaku: DanmakuSection,
     pub ws: WsSection,
     pub store: StoreSection,
@@ -79,6 +82,7 @@ impl Default for Config {
             admin_key: None,
             nats_url: None,
             media_udp_addr: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            media_advertised_addr: None,
             danmaku: DanmakuSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),

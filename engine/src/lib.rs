@@ -33,6 +33,7 @@ pub use config::Config;
 
 pub struct Engine {
     http_addr: SocketAddr,
+    media_addr: SocketAddr,
     admin_key: String,
     actors: Actors,
     store: Arc<EmbeddedStore>,
@@ -84,6 +85,15 @@ impl Engine {
             .context("cannot start the actor tree")?;
         seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
 
+        let (media, media_events) =
+            sfu::MediaPlane::start(config.media_udp_addr, config.media_advertised_addr)
+                .with_context(|| {
+                    format!(
+                        "cannot start the media plane on {} (media_udp_addr)",
+                        config.media_udp_addr
+                    )
+                })?;
+        tokio::spawn(log_media_events(media_events));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
@@ -93,6 +103,7 @@ impl Engine {
         let app = AppState {
             actors: actors.clone(),
             store: dyn_store,
+            media: media.clone(),
             auth: Arc::new(Auth::new(&admin_key)),
             config: Arc::new(config.gateway()),
             metrics: metrics_handle(),
@@ -108,6 +119,7 @@ impl Engine {
         });
         tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "live-engine listening");
         Ok(Engine {
+            media_addr: media.local_addr(),
             http_addr,
             admin_key,
             actors,
@@ -121,6 +133,11 @@ impl Engine {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound UDP address of the media plane.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
     }
 
     pub fn admin_key(&self) -> &str {
@@ -158,6 +175,29 @@ impl Engine {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Media connection changes, until the StreamActor consumes them: logged
+/// and counted.
+async fn log_media_events(mut events: tokio::sync::mpsc::UnboundedReceiver<sfu::SfuEvent>) {
+    while let Some(event) = events.recv().await {
+        match &event {
+            sfu::SfuEvent::Connected { peer, role, stream } => {
+                metrics::gauge!("live_media_peers", "role" => role_name(*role)).increment(1.0);
+                tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer connected");
+            }
+            sfu::SfuEvent::Closed { peer, role, stream } => {
+                tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer closed");
+            }
+        }
+    }
+}
+
+fn role_name(role: sfu::Role) -> &'static str {
+    match role {
+        sfu::Role::Publisher => "publisher",
+        sfu::Role::Subscriber => "subscriber",
     }
 }
 

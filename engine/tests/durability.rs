@@ -26,6 +26,7 @@ fn spawn(data_dir: &std::path::Path, port: u16) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_live-engine"))
         .arg("serve")
         .env("LIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("LIVE_MEDIA_UDP_ADDR", "127.0.0.1:0")
         .env("LIVE_DATA_DIR", data_dir)
         .env("LIVE_ADMIN_KEY", ADMIN_KEY)
         .env_remove("LIVE_NATS_URL")

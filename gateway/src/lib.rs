@@ -28,10 +28,12 @@ pub use auth::{Auth, Claims, Grant, Principal};
 pub use error::ApiError;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, moderation, ops, rooms, tokens};
+use routes::{danmaku, media, moderation, ops, rooms, tokens};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
+    // SDP offers with simulcast and many candidates outgrow the JSON limit.
+    let sdp_limit = DefaultBodyLimit::max(media::MAX_SDP_BYTES);
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -60,6 +62,16 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/v1/blocked_terms/{term}",
             delete(moderation::remove_global_term),
+        )
+        .route("/whip/{room}/{stream}", post(media::whip).layer(sdp_limit))
+        .route(
+            "/whip/{room}/{stream}/{session}",
+            delete(media::whip_delete).patch(media::patch),
+        )
+        .route("/whep/{room}/{stream}", post(media::whep).layer(sdp_limit))
+        .route(
+            "/whep/{room}/{stream}/{session}",
+            delete(media::whep_delete).patch(media::patch),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

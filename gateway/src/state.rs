@@ -46,6 +46,8 @@ impl Default for GatewayConfig {
 pub struct AppState {
     pub actors: Actors,
     pub store: Arc<dyn Store>,
+    /// The media plane (WHIP/WHEP sessions).
+    pub media: sfu::MediaPlane,
     pub auth: Arc<Auth>,
     pub config: Arc<GatewayConfig>,
     pub metrics: PrometheusHandle,

@@ -21,6 +21,9 @@ pub enum SfuError {
     /// The stream has no publisher. (404)
     #[error("the stream is not live")]
     StreamNotLive,
+    /// The media thread is gone. (503)
+    #[error("the media plane is not running")]
+    Unavailable,
     /// The peer is unknown or gone. (404)
     #[error("no such session")]
     UnknownPeer,

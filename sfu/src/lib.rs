@@ -21,15 +21,17 @@
 //! are peers; a **track** is one media line (audio or video) of a peer.
 //!
 //! What it must never do: take a lock, send an actor message or allocate a
-//! map entry per packet. Actors talk to it by commands; the UDP run loop
-//! (next step) owns it and the socket.
+//! map entry per packet. Actors talk to it by commands through a
+//! [`MediaPlane`], whose thread owns the router and the UDP socket.
 
 mod error;
 mod peer;
+mod plane;
 mod router;
 
 pub use error::SfuError;
 pub use peer::{PeerId, Role};
+pub use plane::{MediaPlane, MediaSession};
 pub use router::{Router, RouterConfig, SfuEvent, StreamKey, Transmit};
 
 /// The process-wide crypto provider for DTLS and SRTP. Called once before

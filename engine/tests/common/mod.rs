@@ -27,6 +27,7 @@ pub struct TestEngine {
 pub fn test_config(dir: &std::path::Path) -> Config {
     Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        media_udp_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         admin_key: Some(ADMIN_KEY.into()),
         ..Config::default()

@@ -1,0 +1,289 @@
+//! The media plane's I/O shell: one thread that owns the UDP socket and the
+//! [`Router`], and the handle the rest of the engine talks to it through.
+//!
+//! ```text
+//!  gateway/actors ──Command──► media thread (current-thread runtime)
+//!                              ├─ UdpSocket::recv_from ─► Router::handle_datagram
+//!                              ├─ timer ───────────────► Router::handle_timeout
+//!                              └─ Router::poll_transmit ─► UdpSocket::send_to
+//!  actors ◄──SfuEvent── (one per connection change, never per packet)
+//! ```
+//!
+//! Datagrams never cross a thread or a lock: the thread that reads the
+//! socket runs the router and writes the socket. Commands (publish,
+//! subscribe, remove) are per user action. One thread serves the node
+//! today; the router is per thread, so more cores mean more routers with
+//! streams sharded across them (next step).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
+
+/// A WHIP or WHEP session: the resource behind a `Location` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSession {
+    /// Unguessable: 128 random bits, hex.
+    pub id: String,
+    pub peer: PeerId,
+    pub role: Role,
+    pub stream: StreamKey,
+    /// The user whose token created it; only they (or an admin) may end it.
+    pub owner: String,
+}
+
+enum Command {
+    Open {
+        role: Role,
+        stream: StreamKey,
+        offer: String,
+        owner: String,
+        reply: oneshot::Sender<Result<(MediaSession, String), SfuError>>,
+    },
+    Close {
+        session: String,
+        reply: oneshot::Sender<Result<MediaSession, SfuError>>,
+    },
+    Find {
+        session: String,
+        reply: oneshot::Sender<Option<MediaSession>>,
+    },
+    Live {
+        stream: StreamKey,
+        reply: oneshot::Sender<(bool, usize)>,
+    },
+}
+
+/// The handle: cheap to clone, usable from any task.
+#[derive(Clone)]
+pub struct MediaPlane {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+}
+
+impl MediaPlane {
+    /// Binds `bind` and starts the media thread. `advertised` is the
+    /// address put in ICE candidates when peers reach the socket through
+    /// another address (NAT, load balancer); by default the bound one.
+    pub fn start(
+        bind: SocketAddr,
+        advertised: Option<SocketAddr>,
+    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<SfuEvent>)> {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let local_addr = socket.local_addr()?;
+        let candidate = advertised.unwrap_or(local_addr);
+        if candidate.ip().is_unspecified() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "media_udp_addr {bind} is a wildcard: set media_advertised_addr to the address peers reach"
+                ),
+            ));
+        }
+        let (commands, rx) = mpsc::channel(256);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("media-0".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match UdpSocket::from_std(socket) {
+                        Ok(socket) => {
+                            run(
+                                socket,
+                                Router::new(RouterConfig::new(candidate)),
+                                rx,
+                                events_tx,
+                            )
+                            .await
+                        }
+                        Err(error) => tracing::error!(%error, "media socket unusable"),
+                    }
+                });
+            })?;
+        tracing::info!(%local_addr, %candidate, "media plane listening");
+        Ok((
+            Self {
+                commands,
+                local_addr,
+            },
+            events,
+        ))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// WHIP: a publisher's offer for `stream`; returns the session and the answer.
+    pub async fn publish(
+        &self,
+        stream: StreamKey,
+        offer: String,
+        owner: String,
+    ) -> Result<(MediaSession, String), SfuError> {
+        self.open(Role::Publisher, stream, offer, owner).await
+    }
+
+    /// WHEP: a subscriber's offer for a live `stream`.
+    pub async fn subscribe(
+        &self,
+        stream: StreamKey,
+        offer: String,
+        owner: String,
+    ) -> Result<(MediaSession, String), SfuError> {
+        self.open(Role::Subscriber, stream, offer, owner).await
+    }
+
+    async fn open(
+        &self,
+        role: Role,
+        stream: StreamKey,
+        offer: String,
+        owner: String,
+    ) -> Result<(MediaSession, String), SfuError> {
+        self.ask(|reply| Command::Open {
+            role,
+            stream,
+            offer,
+            owner,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn session(&self, id: &str) -> Option<MediaSession> {
+        let session = id.to_owned();
+        self.ask(|reply| Command::Find { session, reply })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Ends a session (`DELETE` of its resource).
+    pub async fn close(&self, id: &str) -> Result<MediaSession, SfuError> {
+        let session = id.to_owned();
+        self.ask(|reply| Command::Close { session, reply }).await?
+    }
+
+    /// Whether `stream` has a publisher, and how many subscribers.
+    pub async fn live(&self, stream: StreamKey) -> (bool, usize) {
+        self.ask(|reply| Command::Live { stream, reply })
+            .await
+            .unwrap_or((false, 0))
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        answer.await.map_err(|_| SfuError::Unavailable)
+    }
+}
+
+/// The media thread's loop.
+async fn run(
+    socket: UdpSocket,
+    mut router: Router,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<SfuEvent>,
+) {
+    let local = socket.local_addr().ok();
+    let mut sessions: HashMap<String, MediaSession> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = router.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                handle(command, &mut router, &mut sessions);
+            }
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, source)) => {
+                    let destination = local.unwrap_or(source);
+                    router.handle_datagram(Instant::now(), source, destination, &buf[..n]);
+                }
+                Err(error) => tracing::debug!(%error, "media socket read failed"),
+            },
+            _ = sleep_until(deadline) => router.handle_timeout(Instant::now()),
+        }
+        while let Some(transmit) = router.poll_transmit() {
+            if let Err(error) = socket
+                .send_to(&transmit.contents, transmit.destination)
+                .await
+            {
+                tracing::debug!(%error, destination = %transmit.destination, "media send failed");
+            }
+        }
+        while let Some(event) = router.poll_event() {
+            if let SfuEvent::Closed { peer, .. } = &event {
+                sessions.retain(|_, s| s.peer != *peer);
+            }
+            let _ = events.send(event);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, MediaSession>) {
+    let now = Instant::now();
+    match command {
+        Command::Open {
+            role,
+            stream,
+            offer,
+            owner,
+            reply,
+        } => {
+            let opened = match role {
+                Role::Publisher => router.publish(stream.clone(), &offer, now),
+                Role::Subscriber => router.subscribe(stream.clone(), &offer, now),
+            };
+            let result = opened.map(|(peer, answer)| {
+                let id: [u8; 16] = rand::random();
+                let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+                let session = MediaSession {
+                    id: id.clone(),
+                    peer,
+                    role,
+                    stream,
+                    owner,
+                };
+                sessions.insert(id, session.clone());
+                (session, answer)
+            });
+            let _ = reply.send(result);
+        }
+        Command::Close { session, reply } => {
+            let result = match sessions.remove(&session) {
+                Some(found) => router.remove(found.peer, now).map(|()| found),
+                None => Err(SfuError::UnknownPeer),
+            };
+            let _ = reply.send(result);
+        }
+        Command::Find { session, reply } => {
+            let _ = reply.send(sessions.get(&session).cloned());
+        }
+        Command::Live { stream, reply } => {
+            let _ = reply.send((router.is_live(&stream), router.subscriber_count(&stream)));
+        }
+    }
+}
