@@ -181,13 +181,18 @@ impl Engine {
 /// Media connection changes, until the StreamActor consumes them: logged
 /// and counted.
 async fn log_media_events(mut events: tokio::sync::mpsc::UnboundedReceiver<sfu::SfuEvent>) {
+    let mut connected = std::collections::HashSet::new();
     while let Some(event) = events.recv().await {
         match &event {
             sfu::SfuEvent::Connected { peer, role, stream } => {
+                connected.insert(*peer);
                 metrics::gauge!("live_media_peers", "role" => role_name(*role)).increment(1.0);
                 tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer connected");
             }
             sfu::SfuEvent::Closed { peer, role, stream } => {
+                if connected.remove(peer) {
+                    metrics::gauge!("live_media_peers", "role" => role_name(*role)).decrement(1.0);
+                }
                 tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer closed");
             }
         }
