@@ -281,6 +281,17 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         .await;
     }
 
+    let listed = t.get_json("/v1/rooms/r1/streams").await;
+    let stream = &listed["streams"][0];
+    assert_eq!(stream["stream"], "main", "{listed}");
+    assert_eq!(stream["subscribers"], 2, "{listed}");
+    assert_eq!(stream["connected"], true, "{listed}");
+    assert_eq!(
+        stream["tracks"],
+        serde_json::json!(["video", "audio"]),
+        "{listed}"
+    );
+
     let viewer_token = t.token("v1", "r1", &["subscribe"]).await;
     assert_eq!(
         t.delete(&location, &viewer_token).await,
@@ -303,6 +314,8 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         "the stream ended with its publisher: {}",
         late.body
     );
+    let listed = t.get_json("/v1/rooms/r1/streams").await;
+    assert_eq!(listed["streams"], serde_json::json!([]), "{listed}");
     stop.store(true, Ordering::Relaxed);
     publisher_thread.join().unwrap();
     for (_, thread) in viewers {

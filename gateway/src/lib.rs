@@ -41,6 +41,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/rooms", post(rooms::create).get(rooms::list))
         .route("/v1/rooms/{room}", get(rooms::get).delete(rooms::delete))
         .route("/v1/rooms/{room}/ws", get(ws::connect))
+        .route("/v1/rooms/{room}/streams", get(media::streams))
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))
         .route(

@@ -22,7 +22,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
+use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey};
 
 /// A WHIP or WHEP session: the resource behind a `Location` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +52,9 @@ enum Command {
         session: String,
         reply: oneshot::Sender<Option<MediaSession>>,
     },
-    Live {
-        stream: StreamKey,
-        reply: oneshot::Sender<(bool, usize)>,
+    Streams {
+        room: String,
+        reply: oneshot::Sender<Vec<StreamInfo>>,
     },
 }
 
@@ -173,11 +173,10 @@ impl MediaPlane {
         self.ask(|reply| Command::Close { session, reply }).await?
     }
 
-    /// Whether `stream` has a publisher, and how many subscribers.
-    pub async fn live(&self, stream: StreamKey) -> (bool, usize) {
-        self.ask(|reply| Command::Live { stream, reply })
-            .await
-            .unwrap_or((false, 0))
+    /// The live streams of a room.
+    pub async fn streams(&self, room: &str) -> Result<Vec<StreamInfo>, SfuError> {
+        let room = room.to_owned();
+        self.ask(|reply| Command::Streams { room, reply }).await
     }
 
     async fn ask<T>(
@@ -282,8 +281,8 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
         Command::Find { session, reply } => {
             let _ = reply.send(sessions.get(&session).cloned());
         }
-        Command::Live { stream, reply } => {
-            let _ = reply.send((router.is_live(&stream), router.subscriber_count(&stream)));
+        Command::Streams { room, reply } => {
+            let _ = reply.send(router.streams_in(&room));
         }
     }
 }

@@ -53,6 +53,16 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// A live stream as listed by `GET /v1/rooms/{room}/streams`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub stream: String,
+    /// The publisher completed ICE and DTLS.
+    pub connected: bool,
+    pub tracks: Vec<MediaKind>,
+    pub subscribers: usize,
+}
+
 /// What the router tells its owner (the actors, through the run loop).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {
@@ -284,6 +294,26 @@ impl Router {
 
     pub fn is_live(&self, stream: &StreamKey) -> bool {
         self.publishers.contains_key(stream)
+    }
+
+    /// The live streams of a room, by name.
+    pub fn streams_in(&self, room: &str) -> Vec<StreamInfo> {
+        let mut streams: Vec<StreamInfo> = self
+            .publishers
+            .iter()
+            .filter(|(key, _)| key.room == room)
+            .filter_map(|(key, id)| {
+                let publisher = self.peers.get(id)?;
+                Some(StreamInfo {
+                    stream: key.stream.clone(),
+                    connected: publisher.connected,
+                    tracks: publisher.tracks.iter().map(|(_, kind)| *kind).collect(),
+                    subscribers: self.subscriber_count(key),
+                })
+            })
+            .collect();
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        streams
     }
 
     pub fn subscriber_count(&self, stream: &StreamKey) -> usize {

@@ -205,6 +205,28 @@ pub async fn patch() -> Response {
     response
 }
 
+/// `GET /v1/rooms/{room}/streams`: the room's live streams.
+pub async fn streams(
+    State(app): State<AppState>,
+    Path(room): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    check_room_id(&room)?;
+    if app.store.room(&room).await?.is_none() {
+        return Err(ApiError::not_found("room not found"));
+    }
+    let streams: Vec<serde_json::Value> = app
+        .media
+        .streams(&room)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let tracks: Vec<&str> = s.tracks.iter().map(|k| if k.is_audio() { "audio" } else { "video" }).collect();
+            serde_json::json!({ "stream": s.stream, "connected": s.connected, "tracks": tracks, "subscribers": s.subscribers })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "streams": streams })))
+}
+
 fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(value).map_err(|_| ApiError::internal("unrepresentable header"))
 }
