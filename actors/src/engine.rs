@@ -13,6 +13,7 @@ use crate::config::ActorsConfig;
 use crate::relay::{OutboxRelay, RelayArgs, RelayMsg};
 use crate::room::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 use crate::session::{SessionSupervisor, SessionSupervisorMsg};
+use crate::stream::{RoomsLocator, StreamSupervisor, StreamSupervisorArgs, StreamSupervisorMsg};
 use crate::supervision::Restarts;
 
 /// The current children, shared with the gateway: a restarted child
@@ -21,6 +22,7 @@ pub struct Children {
     rooms: ActorRef<RoomSupervisorMsg>,
     sessions: ActorRef<SessionSupervisorMsg>,
     relay: ActorRef<RelayMsg>,
+    streams: ActorRef<StreamSupervisorMsg>,
 }
 
 /// The gateway's view of the actor tree.
@@ -74,6 +76,14 @@ impl Actors {
             .clone()
     }
 
+    pub fn streams(&self) -> ActorRef<StreamSupervisorMsg> {
+        self.children
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .streams
+            .clone()
+    }
+
     pub fn relay(&self) -> ActorRef<RelayMsg> {
         self.children
             .read()
@@ -114,7 +124,9 @@ pub enum EngineCall {
 pub struct EngineState {
     deps: Deps,
     children: Arc<RwLock<Children>>,
-    restarts: [Restarts; 3],
+    rooms_cell: Arc<RwLock<ActorRef<RoomSupervisorMsg>>>,
+    locator: RoomsLocator,
+    restarts: [Restarts; 4],
 }
 
 #[derive(Clone, Copy)]
@@ -122,6 +134,7 @@ enum Child {
     Rooms = 0,
     Sessions = 1,
     Relay = 2,
+    Streams = 3,
 }
 
 impl Deps {
@@ -154,6 +167,23 @@ impl Deps {
         .0)
     }
 
+    async fn spawn_streams(
+        &self,
+        supervisor: ActorCell,
+        rooms: RoomsLocator,
+    ) -> Result<ActorRef<StreamSupervisorMsg>, ractor::SpawnErr> {
+        let args = StreamSupervisorArgs {
+            store: self.store.clone(),
+            rooms,
+            budget: self.config.restart_budget,
+        };
+        Ok(
+            StreamSupervisor::spawn_linked(None, StreamSupervisor, args, supervisor)
+                .await?
+                .0,
+        )
+    }
+
     async fn spawn_relay(
         &self,
         supervisor: ActorCell,
@@ -182,14 +212,25 @@ impl Actor for EngineSupervisor {
         deps: Deps,
     ) -> Result<EngineState, ActorProcessingErr> {
         let cell = myself.get_cell();
+        let rooms = deps.spawn_rooms(cell.clone()).await?;
+        // Stream actors reach rooms through this cell, which follows a
+        // restarted RoomSupervisor.
+        let rooms_cell = Arc::new(RwLock::new(rooms.clone()));
+        let locator: RoomsLocator = {
+            let cell = rooms_cell.clone();
+            Arc::new(move || cell.read().unwrap_or_else(|e| e.into_inner()).clone())
+        };
         let children = Children {
-            rooms: deps.spawn_rooms(cell.clone()).await?,
+            rooms,
             sessions: deps.spawn_sessions(cell.clone()).await?,
-            relay: deps.spawn_relay(cell).await?,
+            relay: deps.spawn_relay(cell.clone()).await?,
+            streams: deps.spawn_streams(cell, locator.clone()).await?,
         };
         Ok(EngineState {
             deps,
             children: Arc::new(RwLock::new(children)),
+            rooms_cell,
+            locator,
             restarts: Default::default(),
         })
     }
@@ -232,27 +273,23 @@ impl Actor for EngineSupervisor {
         match child {
             Child::Rooms => {
                 let rooms = state.deps.spawn_rooms(supervisor).await?;
-                state
-                    .children
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .rooms = rooms;
+                *state.rooms_cell.write().unwrap_or_else(|e| e.into_inner()) = rooms.clone();
+                state.children_mut().rooms = rooms;
             }
             Child::Sessions => {
                 let sessions = state.deps.spawn_sessions(supervisor).await?;
-                state
-                    .children
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .sessions = sessions;
+                state.children_mut().sessions = sessions;
             }
             Child::Relay => {
                 let relay = state.deps.spawn_relay(supervisor).await?;
-                state
-                    .children
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .relay = relay;
+                state.children_mut().relay = relay;
+            }
+            Child::Streams => {
+                let streams = state
+                    .deps
+                    .spawn_streams(supervisor, state.locator.clone())
+                    .await?;
+                state.children_mut().streams = streams;
             }
         }
         Ok(())
@@ -260,6 +297,10 @@ impl Actor for EngineSupervisor {
 }
 
 impl EngineState {
+    fn children_mut(&self) -> std::sync::RwLockWriteGuard<'_, Children> {
+        self.children.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn which(&self, cell: &ActorCell) -> Option<Child> {
         let children = self.children.read().unwrap_or_else(|e| e.into_inner());
         let id = cell.get_id();
@@ -267,6 +308,7 @@ impl EngineState {
             (children.rooms.get_id(), Child::Rooms),
             (children.sessions.get_id(), Child::Sessions),
             (children.relay.get_id(), Child::Relay),
+            (children.streams.get_id(), Child::Streams),
         ]
         .into_iter()
         .find_map(|(child_id, child)| (child_id == id).then_some(child))
@@ -279,6 +321,7 @@ impl Child {
             Child::Rooms => "room supervisor",
             Child::Sessions => "session supervisor",
             Child::Relay => "outbox relay",
+            Child::Streams => "stream supervisor",
         }
     }
 }

@@ -38,6 +38,8 @@ pub const ROOM_CREATED: &str = "room.created";
 pub const ROOM_CLOSED: &str = "room.closed";
 pub const DANMAKU_BATCH: &str = "danmaku.batch";
 pub const MODERATION: &str = "moderation.action";
+pub const STREAM_STARTED: &str = "stream.started";
+pub const STREAM_ENDED: &str = "stream.ended";
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! EngineSupervisor
 //!  ├─ RoomSupervisor ── RoomActor(room)     validation, moderation, seq, persistence, batching, presence
 //!  ├─ SessionSupervisor ─ UserActor(session) grants, rate limit, forwarding to the room
+//!  ├─ StreamSupervisor ── StreamActor(stream) stream.started/ended events and frames
 //!  └─ OutboxRelay                            storage outbox -> event bus, with backoff
 //! ```
 //!
@@ -40,6 +41,7 @@ pub mod hub;
 pub mod relay;
 pub mod room;
 pub mod session;
+pub mod stream;
 pub mod supervision;
 
 pub use config::{ActorsConfig, DanmakuConfig};

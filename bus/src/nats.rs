@@ -38,6 +38,11 @@ pub const STREAMS: &[StreamSpec] = &[
         max_age: Duration::from_secs(7 * 24 * 3600),
     },
     StreamSpec {
+        name: "LIVE_STREAMS",
+        subjects: "live.stream.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
+    StreamSpec {
         name: "LIVE_MODERATION",
         subjects: "live.moderation.>",
         max_age: Duration::from_secs(30 * 24 * 3600),

@@ -84,7 +84,6 @@ impl Engine {
             .await
             .context("cannot start the actor tree")?;
         seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
-
         let (media, media_events) =
             sfu::MediaPlane::start(config.media_udp_addr, config.media_advertised_addr)
                 .with_context(|| {
@@ -93,7 +92,8 @@ impl Engine {
                         config.media_udp_addr
                     )
                 })?;
-        tokio::spawn(log_media_events(media_events));
+        tokio::spawn(pump_media_events(media_events, actors.clone()));
+
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} (http_addr)", config.http_addr))?;
@@ -178,13 +178,18 @@ impl Engine {
     }
 }
 
-/// Media connection changes, until the StreamActor consumes them: logged
-/// and counted.
-async fn log_media_events(mut events: tokio::sync::mpsc::UnboundedReceiver<sfu::SfuEvent>) {
+/// Media connection changes (one per peer connecting or leaving, never per
+/// packet): counted, logged, and handed to the stream actors.
+async fn pump_media_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<sfu::MediaEvent>,
+    actors: Actors,
+) {
     let mut connected = std::collections::HashSet::new();
-    while let Some(event) = events.recv().await {
-        match &event {
-            sfu::SfuEvent::Connected { peer, role, stream } => {
+    while let Some(media) = events.recv().await {
+        match &media.event {
+            sfu::SfuEvent::Connected {
+                peer, role, stream, ..
+            } => {
                 connected.insert(*peer);
                 metrics::gauge!("live_media_peers", "role" => role_name(*role)).increment(1.0);
                 tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer connected");
@@ -195,6 +200,13 @@ async fn log_media_events(mut events: tokio::sync::mpsc::UnboundedReceiver<sfu::
                 }
                 tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer closed");
             }
+        }
+        if actors
+            .streams()
+            .cast(actors::stream::StreamSupervisorMsg::Media(media))
+            .is_err()
+        {
+            tracing::warn!("stream supervisor unavailable; a media event was dropped");
         }
     }
 }

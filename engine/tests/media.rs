@@ -228,6 +228,8 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         noise.send_to(payload, t.engine().media_addr()).unwrap();
     }
 
+    // A chat session in the room hears about the stream starting and ending.
+    let mut chat = t.chatter("watcher", "r1").await;
     let publish_token = t.token("streamer", "r1", &["publish"]).await;
     let (publisher, offer) = Peer::offer(Direction::SendOnly);
     let created = post_sdp(
@@ -281,6 +283,13 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         .await;
     }
 
+    match chat.next_control().await {
+        protocol::v1::server_frame::Frame::StreamStarted(started) => {
+            assert_eq!(started.stream, "main");
+            assert_eq!(started.tracks, vec!["video", "audio"]);
+        }
+        other => panic!("expected stream_started, got {other:?}"),
+    }
     let listed = t.get_json("/v1/rooms/r1/streams").await;
     let stream = &listed["streams"][0];
     assert_eq!(stream["stream"], "main", "{listed}");
@@ -314,6 +323,10 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         "the stream ended with its publisher: {}",
         late.body
     );
+    match chat.next_control().await {
+        protocol::v1::server_frame::Frame::StreamEnded(ended) => assert_eq!(ended.stream, "main"),
+        other => panic!("expected stream_ended, got {other:?}"),
+    }
     let listed = t.get_json("/v1/rooms/r1/streams").await;
     assert_eq!(listed["streams"], serde_json::json!([]), "{listed}");
     stop.store(true, Ordering::Relaxed);

@@ -36,6 +36,13 @@ pub struct MediaSession {
     pub owner: String,
 }
 
+/// A router event, with the session's owner when the session still exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaEvent {
+    pub event: SfuEvent,
+    pub owner: Option<String>,
+}
+
 enum Command {
     Open {
         role: Role,
@@ -72,7 +79,7 @@ impl MediaPlane {
     pub fn start(
         bind: SocketAddr,
         advertised: Option<SocketAddr>,
-    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<SfuEvent>)> {
+    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<MediaEvent>)> {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
         let local_addr = socket.local_addr()?;
@@ -197,7 +204,7 @@ async fn run(
     socket: UdpSocket,
     mut router: Router,
     mut commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<SfuEvent>,
+    events: mpsc::UnboundedSender<MediaEvent>,
 ) {
     let local = socket.local_addr().ok();
     let mut sessions: HashMap<String, MediaSession> = HashMap::new();
@@ -227,10 +234,17 @@ async fn run(
             }
         }
         while let Some(event) = router.poll_event() {
-            if let SfuEvent::Closed { peer, .. } = &event {
-                sessions.retain(|_, s| s.peer != *peer);
+            let peer = match &event {
+                SfuEvent::Connected { peer, .. } | SfuEvent::Closed { peer, .. } => *peer,
+            };
+            let owner = sessions
+                .values()
+                .find(|s| s.peer == peer)
+                .map(|s| s.owner.clone());
+            if let SfuEvent::Closed { .. } = &event {
+                sessions.retain(|_, s| s.peer != peer);
             }
-            let _ = events.send(event);
+            let _ = events.send(MediaEvent { event, owner });
         }
     }
 }

@@ -71,6 +71,8 @@ pub enum SfuEvent {
         peer: PeerId,
         role: Role,
         stream: StreamKey,
+        /// The peer's media lines.
+        tracks: Vec<MediaKind>,
     },
     /// The peer is gone: removed, timed out or closed by the other side.
     /// Subscribers of a publisher that left get one each.
@@ -360,10 +362,12 @@ impl Router {
                 };
                 peer.connected = true;
                 let (role, stream) = (peer.role, peer.stream.clone());
+                let tracks = peer.tracks.iter().map(|(_, kind)| *kind).collect();
                 self.events.push_back(SfuEvent::Connected {
                     peer: id,
                     role,
                     stream: stream.clone(),
+                    tracks,
                 });
                 if role == Role::Subscriber {
                     // A viewer joining mid-stream needs a keyframe now.

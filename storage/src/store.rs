@@ -98,6 +98,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- outbox ----
 
+    /// Records an event whose fact lives elsewhere (a stream going live is
+    /// the media plane's state, not a row here): the outbox row alone.
+    async fn append_event(&self, event: OutboxEvent) -> Result<()>;
     /// Events not yet relayed, oldest first.
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>>;
     /// Forgets events the relay has published.

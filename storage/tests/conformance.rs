@@ -62,6 +62,20 @@ async fn outbox_ids(store: &dyn Store) -> Vec<String> {
 mod suite {
     use super::*;
 
+    pub async fn an_event_alone_is_appended_to_the_outbox(store: &dyn Store) {
+        store.append_event(event("stream-started")).await.unwrap();
+        store
+            .create_room(room("r1", 1), event("room-created"))
+            .await
+            .unwrap();
+        store.append_event(event("stream-ended")).await.unwrap();
+        assert_eq!(
+            outbox_ids(store).await,
+            vec!["stream-started", "room-created", "stream-ended"]
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 3);
+    }
+
     pub async fn create_room_is_idempotent(store: &dyn Store) {
         assert!(
             store
@@ -496,6 +510,7 @@ macro_rules! embedded_suite {
 
 embedded_suite!(
     borrowed:
+        an_event_alone_is_appended_to_the_outbox,
         create_room_is_idempotent,
         closing_twice_closes_once,
         open_rooms_are_ordered_by_creation_then_id,

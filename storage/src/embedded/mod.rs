@@ -234,6 +234,15 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn append_event(&self, event: OutboxEvent) -> Result<()> {
+        self.writer
+            .submit(move |conn| {
+                outbox::insert(conn, &event)?;
+                Ok(Written::announced(()))
+            })
+            .await
+    }
+
     async fn set_mute(
         &self,
         room_id: &str,
