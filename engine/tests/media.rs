@@ -210,6 +210,16 @@ async fn post_sdp(
     }
 }
 
+/// Waits until a counter reaches `at_least` (the media thread counts
+/// asynchronously).
+async fn until_metric(t: &TestEngine, name: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.metric(name).await.unwrap_or(0.0) < at_least {
+        assert!(Instant::now() < deadline, "{name} never reached {at_least}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn until(condition: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !condition() {
@@ -228,6 +238,7 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         noise.send_to(payload, t.engine().media_addr()).unwrap();
     }
 
+    until_metric(&t, "live_media_ignored_datagrams_total", 3.0).await;
     // A chat session in the room hears about the stream starting and ending.
     let mut chat = t.chatter("watcher", "r1").await;
     let publish_token = t.token("streamer", "r1", &["publish"]).await;

@@ -219,7 +219,10 @@ async fn run(
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
                     let destination = local.unwrap_or(source);
-                    router.handle_datagram(Instant::now(), source, destination, &buf[..n]);
+                    if !router.handle_datagram(Instant::now(), source, destination, &buf[..n]) {
+                        // Noise, scans, or packets for a peer already gone.
+                        metrics::counter!("live_media_ignored_datagrams_total").increment(1);
+                    }
                 }
                 Err(error) => tracing::debug!(%error, "media socket read failed"),
             },
