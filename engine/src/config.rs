@@ -31,6 +31,11 @@ pub struct Config {
     /// The address peers send media to, when it differs from
     /// `media_udp_addr` (NAT, wildcard bind). Put in ICE candidates.
     pub media_advertised_addr: Option<SocketAddr>,
+    /// Media peers (publishers and subscribers) this node serves at once;
+    /// beyond it WHIP/WHEP answer 503 with Retry-After.
+    pub media_max_peers: usize,
+    /// Subscribers of one stream at once; beyond it WHEP answers 503.
+    pub media_max_subscribers_per_stream: usize,
     pub danmaku: DanmakuSection,
     pub ws: WsSection,
     pub store: StoreSection,
@@ -83,6 +88,8 @@ impl Default for Config {
             nats_url: None,
             media_udp_addr: SocketAddr::from(([127, 0, 0, 1], 7882)),
             media_advertised_addr: None,
+            media_max_peers: 5000,
+            media_max_subscribers_per_stream: 2000,
             danmaku: DanmakuSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
@@ -138,6 +145,9 @@ const ENV_KEYS: &[&str] = &[
     "admin_key",
     "nats_url",
     "media_udp_addr",
+    "media_advertised_addr",
+    "media_max_peers",
+    "media_max_subscribers_per_stream",
     "danmaku",
     "ws",
     "store",
@@ -251,6 +261,13 @@ impl Config {
         }
     }
 
+    pub fn media_limits(&self) -> sfu::Limits {
+        sfu::Limits {
+            max_peers: self.media_max_peers,
+            max_subscribers_per_stream: self.media_max_subscribers_per_stream,
+        }
+    }
+
     pub fn gateway(&self) -> gateway::GatewayConfig {
         gateway::GatewayConfig {
             max_message_bytes: self.ws.max_message_bytes,
@@ -287,6 +304,8 @@ mod tests {
             jail.set_env("LIVE_DANMAKU__RATE_LIMIT", "7");
             jail.set_env("LIVE_DATA_DIR", "/tmp/x");
             jail.set_env("LIVE_UNRELATED", "ignored");
+            jail.set_env("LIVE_MEDIA_ADVERTISED_ADDR", "203.0.113.10:7882");
+            jail.set_env("LIVE_MEDIA_MAX_SUBSCRIBERS_PER_STREAM", "3");
             let config =
                 Config::load(Some(Path::new("live.toml"))).map_err(figment::Error::from)?;
             assert_eq!(config.http_addr.port(), 9000);
@@ -294,6 +313,11 @@ mod tests {
             assert_eq!(config.danmaku.rate_limit, 7);
             assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
             assert_eq!(config.nats_url, None);
+            assert_eq!(
+                config.media_advertised_addr,
+                Some("203.0.113.10:7882".parse().unwrap())
+            );
+            assert_eq!(config.media_max_subscribers_per_stream, 3);
             Ok(())
         });
     }

@@ -84,14 +84,17 @@ impl Engine {
             .await
             .context("cannot start the actor tree")?;
         seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
-        let (media, media_events) =
-            sfu::MediaPlane::start(config.media_udp_addr, config.media_advertised_addr)
-                .with_context(|| {
-                    format!(
-                        "cannot start the media plane on {} (media_udp_addr)",
-                        config.media_udp_addr
-                    )
-                })?;
+        let (media, media_events) = sfu::MediaPlane::start(
+            config.media_udp_addr,
+            config.media_advertised_addr,
+            config.media_limits(),
+        )
+        .with_context(|| {
+            format!(
+                "cannot start the media plane on {} (media_udp_addr)",
+                config.media_udp_addr
+            )
+        })?;
         tokio::spawn(pump_media_events(media_events, actors.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.http_addr)

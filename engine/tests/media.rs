@@ -350,7 +350,7 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_and_whep_refuse_bad_requests_with_clear_errors() {
-    let t = TestEngine::start().await;
+    let t = TestEngine::start_with(|c| c.media_max_subscribers_per_stream = 1).await;
     t.create_room("r1").await;
     let publish = t.token("streamer", "r1", &["publish"]).await;
     let subscribe = t.token("viewer", "r1", &["subscribe"]).await;
@@ -438,6 +438,34 @@ async fn whip_and_whep_refuse_bad_requests_with_clear_errors() {
         409,
         "conflict",
     );
+
+    let (_, first_viewer) = Peer::offer(Direction::RecvOnly);
+    assert_eq!(
+        post_sdp(
+            &t,
+            "/whep/r1/main",
+            &subscribe,
+            "application/sdp",
+            &first_viewer
+        )
+        .await
+        .status,
+        201
+    );
+    let (_, second_viewer) = Peer::offer(Direction::RecvOnly);
+    let response = t
+        .http
+        .post(format!("{}/whep/r1/main", t.base))
+        .bearer_auth(&subscribe)
+        .header("content-type", "application/sdp")
+        .body(second_viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "full");
 
     let patch = t
         .http

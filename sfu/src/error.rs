@@ -21,6 +21,10 @@ pub enum SfuError {
     /// The stream has no publisher. (404)
     #[error("the stream is not live")]
     StreamNotLive,
+    /// A configured limit is reached; retry later or elsewhere. (503 with
+    /// Retry-After)
+    #[error("{0}")]
+    Full(&'static str),
     /// The media thread is gone. (503)
     #[error("the media plane is not running")]
     Unavailable,

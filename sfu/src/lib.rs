@@ -31,7 +31,7 @@ mod router;
 
 pub use error::SfuError;
 pub use peer::{PeerId, Role};
-pub use plane::{MediaEvent, MediaPlane, MediaSession};
+pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
 pub use router::{Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, Transmit};
 
 /// The process-wide crypto provider for DTLS and SRTP. Called once before

@@ -24,6 +24,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey};
 
+/// How much one media plane takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_peers: usize,
+    pub max_subscribers_per_stream: usize,
+}
+
 /// A WHIP or WHEP session: the resource behind a `Location` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSession {
@@ -79,6 +86,7 @@ impl MediaPlane {
     pub fn start(
         bind: SocketAddr,
         advertised: Option<SocketAddr>,
+        limits: Limits,
     ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<MediaEvent>)> {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
@@ -105,7 +113,11 @@ impl MediaPlane {
                         Ok(socket) => {
                             run(
                                 socket,
-                                Router::new(RouterConfig::new(candidate)),
+                                Router::new(RouterConfig {
+                                    max_peers: limits.max_peers,
+                                    max_subscribers_per_stream: limits.max_subscribers_per_stream,
+                                    ..RouterConfig::new(candidate)
+                                }),
                                 rx,
                                 events_tx,
                             )

@@ -35,6 +35,10 @@ pub struct RouterConfig {
     pub host_candidate: SocketAddr,
     /// At most one keyframe request per publisher track in this interval.
     pub keyframe_interval: Duration,
+    /// Peers (publishers and subscribers) this router serves at once.
+    pub max_peers: usize,
+    /// Subscribers of one stream at once.
+    pub max_subscribers_per_stream: usize,
 }
 
 impl RouterConfig {
@@ -42,6 +46,8 @@ impl RouterConfig {
         Self {
             host_candidate,
             keyframe_interval: Duration::from_millis(500),
+            max_peers: 5000,
+            max_subscribers_per_stream: 2000,
         }
     }
 }
@@ -139,6 +145,11 @@ impl Router {
         if !self.publishers.contains_key(&stream) {
             return Err(SfuError::StreamNotLive);
         }
+        if self.subscriber_count(&stream) >= self.config.max_subscribers_per_stream {
+            return Err(SfuError::Full(
+                "this stream has as many viewers as it may have",
+            ));
+        }
         let (id, answer) = self.add_peer(Role::Subscriber, stream.clone(), offer, now)?;
         self.subscribers.entry(stream).or_default().push(id);
         Ok((id, answer))
@@ -151,6 +162,11 @@ impl Router {
         offer: &str,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
+        if self.peers.len() >= self.config.max_peers {
+            return Err(SfuError::Full(
+                "this node serves as many media peers as it may",
+            ));
+        }
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let mut rtc = Rtc::builder()

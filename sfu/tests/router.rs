@@ -248,6 +248,35 @@ fn one_publisher_per_stream_and_no_viewers_before_it() {
 }
 
 #[test]
+fn limits_refuse_peers_beyond_them() {
+    let now = Instant::now();
+    let mut router = Router::new(RouterConfig {
+        max_peers: 3,
+        max_subscribers_per_stream: 1,
+        ..RouterConfig::new(ROUTER.parse().unwrap())
+    });
+    let main = StreamKey::new("r1", "main");
+    let (_, offer) = Client::new(1001, Direction::SendOnly, now);
+    router.publish(main.clone(), &offer, now).unwrap();
+    let (_, offer) = Client::new(1002, Direction::RecvOnly, now);
+    router.subscribe(main.clone(), &offer, now).unwrap();
+    let (_, offer) = Client::new(1003, Direction::RecvOnly, now);
+    assert!(matches!(
+        router.subscribe(main, &offer, now),
+        Err(SfuError::Full(_))
+    ));
+    let (_, offer) = Client::new(1004, Direction::SendOnly, now);
+    router
+        .publish(StreamKey::new("r1", "second"), &offer, now)
+        .unwrap();
+    let (_, offer) = Client::new(1005, Direction::SendOnly, now);
+    assert!(matches!(
+        router.publish(StreamKey::new("r1", "third"), &offer, now),
+        Err(SfuError::Full(_))
+    ));
+}
+
+#[test]
 fn bad_offers_are_refused_with_their_reason() {
     let now = Instant::now();
     let mut router = router();

@@ -15,6 +15,8 @@ use crate::error::{ApiError, check_room_id};
 use crate::state::AppState;
 
 const SDP: &str = "application/sdp";
+/// When a full node suggests trying again, in seconds.
+const RETRY_AFTER_S: &str = "5";
 /// Largest SDP offer accepted.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
@@ -50,7 +52,7 @@ impl From<SfuError> for ApiError {
             SfuError::NoCodec => StatusCode::UNPROCESSABLE_ENTITY,
             SfuError::StreamLive => StatusCode::CONFLICT,
             SfuError::StreamNotLive | SfuError::UnknownPeer => StatusCode::NOT_FOUND,
-            SfuError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            SfuError::Unavailable | SfuError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let code = match error {
             SfuError::BadSdp(_) | SfuError::NoMedia | SfuError::Negotiation(_) => "bad_sdp",
@@ -58,6 +60,7 @@ impl From<SfuError> for ApiError {
             SfuError::StreamLive => "conflict",
             SfuError::StreamNotLive | SfuError::UnknownPeer => "not_found",
             SfuError::Unavailable => "unavailable",
+            SfuError::Full(_) => "full",
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -122,9 +125,20 @@ async fn open(
     }
     let key = StreamKey::new(room.clone(), stream.clone());
     let owner = principal.user_id().to_owned();
-    let (session, answer) = match kind {
-        Kind::Whip => app.media.publish(key, offer, owner).await?,
-        Kind::Whep => app.media.subscribe(key, offer, owner).await?,
+    let opened = match kind {
+        Kind::Whip => app.media.publish(key, offer, owner).await,
+        Kind::Whep => app.media.subscribe(key, offer, owner).await,
+    };
+    let (session, answer) = match opened {
+        Ok(opened) => opened,
+        Err(full @ SfuError::Full(_)) => {
+            let mut response = ApiError::from(full).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+            return Ok(response);
+        }
+        Err(other) => return Err(other.into()),
     };
     metrics::counter!("live_media_sessions_total", "kind" => kind.path()).increment(1);
     let location = format!("/{}/{room}/{stream}/{}", kind.path(), session.id);
