@@ -148,6 +148,8 @@ impl Actor for StreamSupervisor {
                     });
                 }
             }
+            // Counters become metrics on the media thread.
+            SfuEvent::Stats(_) | SfuEvent::Forwarded { .. } => {}
         }
         Ok(())
     }

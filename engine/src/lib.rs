@@ -203,6 +203,8 @@ async fn pump_media_events(
                 }
                 tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer closed");
             }
+            // Kept on the media thread; never sent here.
+            sfu::SfuEvent::Stats(_) | sfu::SfuEvent::Forwarded { .. } => continue,
         }
         if actors
             .streams()

@@ -301,6 +301,14 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         }
         other => panic!("expected stream_started, got {other:?}"),
     }
+    // Per-stream counters from the media thread, and the forwarding delay.
+    until_metric(&t, "live_media_forward_seconds_count", 30.0).await;
+    for direction in ["in", "out"] {
+        let series = format!(
+            "live_media_bytes_total{{room=\"r1\",stream=\"main\",direction=\"{direction}\",kind=\"video\"}}"
+        );
+        until_metric(&t, &series, 10_000.0).await;
+    }
     let listed = t.get_json("/v1/rooms/r1/streams").await;
     let stream = &listed["streams"][0];
     assert_eq!(stream["stream"], "main", "{listed}");

@@ -25,6 +25,7 @@
 //! [`MediaPlane`], whose thread owns the router and the UDP socket.
 
 mod error;
+mod meter;
 mod peer;
 mod plane;
 mod router;
@@ -32,7 +33,7 @@ mod router;
 pub use error::SfuError;
 pub use peer::{PeerId, Role};
 pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
-pub use router::{Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, Transmit};
+pub use router::{Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, TrackStats, Transmit};
 
 /// The process-wide crypto provider for DTLS and SRTP. Called once before
 /// the first [`Router`] is built (idempotent).

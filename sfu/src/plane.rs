@@ -22,6 +22,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::meter::Meter;
 use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey};
 
 /// How much one media plane takes on.
@@ -44,7 +45,7 @@ pub struct MediaSession {
 }
 
 /// A router event, with the session's owner when the session still exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaEvent {
     pub event: SfuEvent,
     pub owner: Option<String>,
@@ -220,6 +221,7 @@ async fn run(
 ) {
     let local = socket.local_addr().ok();
     let mut sessions: HashMap<String, MediaSession> = HashMap::new();
+    let mut meter = Meter::default();
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = router.poll_timeout().map(tokio::time::Instant::from_std);
@@ -251,7 +253,20 @@ async fn run(
         while let Some(event) = router.poll_event() {
             let peer = match &event {
                 SfuEvent::Connected { peer, .. } | SfuEvent::Closed { peer, .. } => *peer,
+                // Counters stay in this thread: they become metrics here
+                // and never cost the actors a message.
+                SfuEvent::Stats(stats) => {
+                    meter.track(stats);
+                    continue;
+                }
+                SfuEvent::Forwarded { latency } => {
+                    meter.forwarded(*latency);
+                    continue;
+                }
             };
+            if let SfuEvent::Closed { .. } = &event {
+                meter.forget(peer);
+            }
             let owner = sessions
                 .values()
                 .find(|s| s.peer == peer)

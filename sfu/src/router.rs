@@ -12,6 +12,9 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::error::SfuError;
 use crate::peer::{Peer, PeerId, Role};
 
+/// How often each peer reports its media counters.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// `room/stream`: what a publisher publishes and subscribers watch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamKey {
@@ -69,8 +72,24 @@ pub struct StreamInfo {
     pub subscribers: usize,
 }
 
+/// Cumulative media counters of one track of one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStats {
+    pub peer: PeerId,
+    pub role: Role,
+    pub stream: StreamKey,
+    pub kind: MediaKind,
+    pub bytes: u64,
+    pub packets: u64,
+    pub nacks: u64,
+    pub plis: u64,
+    pub firs: u64,
+    /// Fraction lost in the last report, when known.
+    pub loss: Option<f32>,
+}
+
 /// What the router tells its owner (the actors, through the run loop).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SfuEvent {
     /// ICE and DTLS completed: media can flow.
     Connected {
@@ -80,6 +99,12 @@ pub enum SfuEvent {
         /// The peer's media lines.
         tracks: Vec<MediaKind>,
     },
+    /// A peer's cumulative counters for one track, every second. Ingress
+    /// for a publisher, egress for a subscriber.
+    Stats(TrackStats),
+    /// A publisher's frame went out to its subscribers this long after its
+    /// last packet arrived (one sample per frame, not per subscriber).
+    Forwarded { latency: Duration },
     /// The peer is gone: removed, timed out or closed by the other side.
     /// Subscribers of a publisher that left get one each.
     Closed {
@@ -175,6 +200,7 @@ impl Router {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         let candidate = Candidate::host(self.config.host_candidate, "udp")
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
@@ -394,6 +420,14 @@ impl Router {
                 let _ = self.remove(id, now);
             }
             Event::MediaData(data) => self.forward(id, data, now),
+            Event::MediaIngressStats(s) => {
+                let counters = (s.bytes, s.packets, s.nacks, s.plis, s.firs, s.loss);
+                self.report(id, s.mid, counters);
+            }
+            Event::MediaEgressStats(s) => {
+                let counters = (s.bytes, s.packets, s.nacks, s.plis, s.firs, s.loss);
+                self.report(id, s.mid, counters);
+            }
             Event::KeyframeRequest(request) => {
                 if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
                     self.request_keyframe(&stream, request.kind, now);
@@ -401,6 +435,32 @@ impl Router {
             }
             _ => {}
         }
+    }
+
+    fn report(
+        &mut self,
+        id: PeerId,
+        mid: Mid,
+        (bytes, packets, nacks, plis, firs, loss): (u64, u64, u64, u64, u64, Option<f32>),
+    ) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let Some(kind) = peer.kind_of(mid) else {
+            return;
+        };
+        self.events.push_back(SfuEvent::Stats(TrackStats {
+            peer: id,
+            role: peer.role,
+            stream: peer.stream.clone(),
+            kind,
+            bytes,
+            packets,
+            nacks,
+            plis,
+            firs,
+            loss,
+        }));
     }
 
     /// Writes a publisher's frame to every connected subscriber's track of
@@ -420,6 +480,10 @@ impl Router {
             self.request_keyframe(&stream, KeyframeRequestKind::Fir, now);
         }
         let subscribers = self.subscribers.get(&stream).cloned().unwrap_or_default();
+        if !subscribers.is_empty() {
+            let latency = now.saturating_duration_since(data.network_time);
+            self.events.push_back(SfuEvent::Forwarded { latency });
+        }
         for sub in subscribers {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
