@@ -78,6 +78,8 @@ impl Actor for UserActor {
                 }));
             }
             client_frame::Frame::Danmaku(input) => state.danmaku(input),
+            // A media-plane command: the connection task sends it there.
+            client_frame::Frame::Layer(_) => {}
         }
         Ok(())
     }

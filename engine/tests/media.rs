@@ -475,6 +475,48 @@ async fn whip_and_whep_refuse_bad_requests_with_clear_errors() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "full");
 
+    // The layer a viewer asks for: on WHEP, or later over the room socket.
+    let (_, offer_layer) = Peer::offer(Direction::RecvOnly);
+    check(
+        post_sdp(
+            &t,
+            "/whep/r1/main?layer=huge",
+            &subscribe,
+            "application/sdp",
+            &offer_layer,
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    let mut viewer_chat = t.chatter("viewer", "r1").await;
+    viewer_chat
+        .send_json(serde_json::json!({"type": "layer", "layer": "low"}))
+        .await;
+    viewer_chat
+        .send_json(serde_json::json!({"type": "ping", "nonce": 1}))
+        .await;
+    assert!(
+        matches!(
+            viewer_chat.next_control().await,
+            protocol::v1::server_frame::Frame::Pong(_)
+        ),
+        "a valid layer for the viewer's WHEP session is accepted silently"
+    );
+    viewer_chat
+        .send_json(serde_json::json!({"type": "layer", "layer": "tiny"}))
+        .await;
+    assert!(
+        matches!(viewer_chat.next_control().await, protocol::v1::server_frame::Frame::Error(e) if e.code == "bad_request")
+    );
+    let mut stranger = t.chatter("stranger", "r1").await;
+    stranger
+        .send_json(serde_json::json!({"type": "layer", "layer": "low"}))
+        .await;
+    assert!(
+        matches!(stranger.next_control().await, protocol::v1::server_frame::Frame::Error(e) if e.code == "not_found")
+    );
+
     let patch = t
         .http
         .patch(format!("{}/whip/r1/main/abc", t.base))

@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::Response;
 use bytes::Bytes;
-use protocol::v1::{Batch, Welcome, server_frame::Frame};
+use protocol::v1::{Batch, Welcome, client_frame, server_frame::Frame};
 use protocol::{Encoding, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTOBUF};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -282,6 +282,9 @@ impl Session {
             (Message::Ping(_) | Message::Pong(_), _) => return None,
         };
         match decoded {
+            Ok(client_frame::Frame::Layer(request)) => {
+                return self.set_layer(socket, &request.layer).await;
+            }
             Ok(frame) => {
                 if user.cast(UserMsg::Inbound(frame)).is_err() {
                     return Some(End::Close(1011, "session failed"));
@@ -300,6 +303,33 @@ impl Session {
             }
         }
         None
+    }
+
+    /// `{"type":"layer"}`: a command for the media plane, about this
+    /// user's WHEP sessions in the room.
+    async fn set_layer(&self, socket: &mut WebSocket, layer: &str) -> Option<End> {
+        let refusal = match layer.parse::<sfu::LayerChoice>() {
+            Err(reason) => Some(error_frame("bad_request", reason, "", 0)),
+            Ok(choice) => match self
+                .app
+                .media
+                .set_layer(self.principal.user_id(), self.hub.room_id(), choice)
+                .await
+            {
+                Ok(0) => Some(error_frame(
+                    "not_found",
+                    "you have no WHEP session in this room",
+                    "",
+                    0,
+                )),
+                Ok(_) => None,
+                Err(error) => Some(error_frame("unavailable", error.to_string(), "", 0)),
+            },
+        };
+        match refusal {
+            Some(frame) => self.send_frame(socket, &frame).await.err(),
+            None => None,
+        }
     }
 
     async fn send_frame(&self, socket: &mut WebSocket, frame: &Frame) -> Result<(), End> {

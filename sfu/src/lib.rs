@@ -25,12 +25,14 @@
 //! [`MediaPlane`], whose thread owns the router and the UDP socket.
 
 mod error;
+mod layer;
 mod meter;
 mod peer;
 mod plane;
 mod router;
 
 pub use error::SfuError;
+pub use layer::{LayerChoice, Layers};
 pub use peer::{PeerId, Role};
 pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
 pub use router::{Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, TrackStats, Transmit};

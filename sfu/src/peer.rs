@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use str0m::Rtc;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Rid};
+
+use crate::layer::{LayerChoice, Layers};
 
 /// Identifies a peer for as long as the router lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,8 +34,15 @@ pub(crate) struct Peer {
     /// When the router must next call `handle_input(Timeout)`.
     pub timeout: Instant,
     pub connected: bool,
-    /// Per publisher track: when a keyframe was last requested upstream.
-    pub last_keyframe_request: Vec<(Mid, Instant)>,
+    /// Per publisher track and layer: when a keyframe was last requested.
+    pub last_keyframe_request: Vec<(Mid, Option<Rid>, Instant)>,
+    /// Publisher: its simulcast layers, and the bytes last reported per
+    /// layer (to measure their rates).
+    pub layers: Layers,
+    pub layer_bytes: Vec<(Rid, u64, Instant)>,
+    /// Subscriber: the layer asked for, and the one being forwarded.
+    pub layer: LayerChoice,
+    pub current_rid: Option<Rid>,
 }
 
 impl Peer {
@@ -42,6 +51,20 @@ impl Peer {
             .iter()
             .find(|(_, k)| *k == kind)
             .map(|(mid, _)| *mid)
+    }
+
+    /// Turns a layer's cumulative byte count into a rate for ranking.
+    pub fn measure_layer(&mut self, rid: Rid, bytes: u64, at: Instant) {
+        if let Some(entry) = self.layer_bytes.iter_mut().find(|(r, _, _)| *r == rid) {
+            let seconds = at.saturating_duration_since(entry.2).as_secs_f64();
+            if seconds > 0.0 {
+                let rate = (bytes.saturating_sub(entry.1) as f64 / seconds) as u64;
+                self.layers.measured(rid, rate);
+            }
+            *entry = (rid, bytes, at);
+        } else {
+            self.layer_bytes.push((rid, bytes, at));
+        }
     }
 
     pub fn kind_of(&self, mid: Mid) -> Option<MediaKind> {

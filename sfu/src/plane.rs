@@ -22,6 +22,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::layer::LayerChoice;
 use crate::meter::Meter;
 use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey};
 
@@ -57,7 +58,15 @@ enum Command {
         stream: StreamKey,
         offer: String,
         owner: String,
+        layer: LayerChoice,
         reply: oneshot::Sender<Result<(MediaSession, String), SfuError>>,
+    },
+    /// Sets the layer of every subscriber session of `owner` in `room`.
+    SetLayer {
+        owner: String,
+        room: String,
+        layer: LayerChoice,
+        reply: oneshot::Sender<usize>,
     },
     Close {
         session: String,
@@ -149,7 +158,8 @@ impl MediaPlane {
         offer: String,
         owner: String,
     ) -> Result<(MediaSession, String), SfuError> {
-        self.open(Role::Publisher, stream, offer, owner).await
+        self.open(Role::Publisher, stream, offer, owner, LayerChoice::Auto)
+            .await
     }
 
     /// WHEP: a subscriber's offer for a live `stream`.
@@ -158,8 +168,28 @@ impl MediaPlane {
         stream: StreamKey,
         offer: String,
         owner: String,
+        layer: LayerChoice,
     ) -> Result<(MediaSession, String), SfuError> {
-        self.open(Role::Subscriber, stream, offer, owner).await
+        self.open(Role::Subscriber, stream, offer, owner, layer)
+            .await
+    }
+
+    /// Chooses the simulcast layer for `owner`'s subscriber sessions in
+    /// `room`; returns how many sessions it applied to.
+    pub async fn set_layer(
+        &self,
+        owner: &str,
+        room: &str,
+        layer: LayerChoice,
+    ) -> Result<usize, SfuError> {
+        let (owner, room) = (owner.to_owned(), room.to_owned());
+        self.ask(|reply| Command::SetLayer {
+            owner,
+            room,
+            layer,
+            reply,
+        })
+        .await
     }
 
     async fn open(
@@ -168,12 +198,14 @@ impl MediaPlane {
         stream: StreamKey,
         offer: String,
         owner: String,
+        layer: LayerChoice,
     ) -> Result<(MediaSession, String), SfuError> {
         self.ask(|reply| Command::Open {
             role,
             stream,
             offer,
             owner,
+            layer,
             reply,
         })
         .await?
@@ -294,11 +326,12 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
             stream,
             offer,
             owner,
+            layer,
             reply,
         } => {
             let opened = match role {
                 Role::Publisher => router.publish(stream.clone(), &offer, now),
-                Role::Subscriber => router.subscribe(stream.clone(), &offer, now),
+                Role::Subscriber => router.subscribe(stream.clone(), &offer, layer, now),
             };
             let result = opened.map(|(peer, answer)| {
                 let id: [u8; 16] = rand::random();
@@ -321,6 +354,23 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
                 None => Err(SfuError::UnknownPeer),
             };
             let _ = reply.send(result);
+        }
+        Command::SetLayer {
+            owner,
+            room,
+            layer,
+            reply,
+        } => {
+            let peers: Vec<PeerId> = sessions
+                .values()
+                .filter(|s| s.role == Role::Subscriber && s.owner == owner && s.stream.room == room)
+                .map(|s| s.peer)
+                .collect();
+            let applied = peers
+                .into_iter()
+                .filter(|peer| router.set_layer(*peer, layer, now).is_ok())
+                .count();
+            let _ = reply.send(applied);
         }
         Command::Find { session, reply } => {
             let _ = reply.send(sessions.get(&session).cloned());

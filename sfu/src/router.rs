@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::error::SfuError;
+use crate::layer::{LayerChoice, Layers};
 use crate::peer::{Peer, PeerId, Role};
 
 /// How often each peer reports its media counters.
@@ -165,6 +166,7 @@ impl Router {
         &mut self,
         stream: StreamKey,
         offer: &str,
+        layer: LayerChoice,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
         if !self.publishers.contains_key(&stream) {
@@ -176,6 +178,9 @@ impl Router {
             ));
         }
         let (id, answer) = self.add_peer(Role::Subscriber, stream.clone(), offer, now)?;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.layer = layer;
+        }
         self.subscribers.entry(stream).or_default().push(id);
         Ok((id, answer))
     }
@@ -233,6 +238,10 @@ impl Router {
             timeout: now,
             connected: false,
             last_keyframe_request: Vec::new(),
+            layers: Layers::default(),
+            layer_bytes: Vec::new(),
+            layer: LayerChoice::default(),
+            current_rid: None,
         };
         self.peers.insert(id, peer);
         self.dirty.push(id);
@@ -413,7 +422,8 @@ impl Router {
                 });
                 if role == Role::Subscriber {
                     // A viewer joining mid-stream needs a keyframe now.
-                    self.request_keyframe(&stream, KeyframeRequestKind::Pli, now);
+                    let rid = self.target_rid(id);
+                    self.request_keyframe(&stream, KeyframeRequestKind::Pli, rid, now);
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -421,6 +431,9 @@ impl Router {
             }
             Event::MediaData(data) => self.forward(id, data, now),
             Event::MediaIngressStats(s) => {
+                if let (Some(rid), Some(peer)) = (s.rid, self.peers.get_mut(&id)) {
+                    peer.measure_layer(rid, s.bytes, s.timestamp);
+                }
                 let counters = (s.bytes, s.packets, s.nacks, s.plis, s.firs, s.loss);
                 self.report(id, s.mid, counters);
             }
@@ -430,7 +443,8 @@ impl Router {
             }
             Event::KeyframeRequest(request) => {
                 if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
-                    self.request_keyframe(&stream, request.kind, now);
+                    let rid = self.peers.get(&id).and_then(|p| p.current_rid);
+                    self.request_keyframe(&stream, request.kind, rid, now);
                 }
             }
             _ => {}
@@ -476,8 +490,16 @@ impl Router {
             return;
         };
         let stream = peer.stream.clone();
+        // Simulcast frames: rank the layers once per frame, not per subscriber.
+        let ranked = match (data.rid, self.peers.get_mut(&publisher)) {
+            (Some(rid), Some(peer)) => {
+                peer.layers.observe(rid);
+                peer.layers.ranked()
+            }
+            _ => Vec::new(),
+        };
         if !data.contiguous && kind == MediaKind::Video {
-            self.request_keyframe(&stream, KeyframeRequestKind::Fir, now);
+            self.request_keyframe(&stream, KeyframeRequestKind::Fir, data.rid, now);
         }
         let subscribers = self.subscribers.get(&stream).cloned().unwrap_or_default();
         if !subscribers.is_empty() {
@@ -494,6 +516,18 @@ impl Router {
             let Some(mid) = peer.track_of_kind(kind) else {
                 continue;
             };
+            if let Some(rid) = data.rid {
+                // Simulcast: one layer per subscriber, switched on a keyframe.
+                let target = Layers::pick_in(&ranked, peer.layer);
+                let switch =
+                    Some(rid) == target && peer.current_rid != target && data.is_keyframe();
+                if switch {
+                    peer.current_rid = target;
+                }
+                if peer.current_rid != Some(rid) {
+                    continue;
+                }
+            }
             let Some(writer) = peer.rtc.writer(mid) else {
                 continue;
             };
@@ -509,7 +543,13 @@ impl Router {
 
     /// Asks the stream's publisher for a keyframe on its video track, at
     /// most once per `keyframe_interval`.
-    fn request_keyframe(&mut self, stream: &StreamKey, kind: KeyframeRequestKind, now: Instant) {
+    fn request_keyframe(
+        &mut self,
+        stream: &StreamKey,
+        kind: KeyframeRequestKind,
+        rid: Option<Rid>,
+        now: Instant,
+    ) {
         let Some(id) = self.publishers.get(stream).copied() else {
             return;
         };
@@ -523,18 +563,57 @@ impl Router {
         let recent = peer
             .last_keyframe_request
             .iter()
-            .any(|(m, at)| *m == mid && now.duration_since(*at) < interval);
+            .any(|(m, r, at)| *m == mid && *r == rid && now.duration_since(*at) < interval);
         if recent {
             return;
         }
         let Some(mut writer) = peer.rtc.writer(mid) else {
             return;
         };
-        if writer.request_keyframe(None, kind).is_ok() {
-            peer.last_keyframe_request.retain(|(m, _)| *m != mid);
-            peer.last_keyframe_request.push((mid, now));
+        if writer.request_keyframe(rid, kind).is_ok() {
+            peer.last_keyframe_request
+                .retain(|(m, r, _)| !(*m == mid && *r == rid));
+            peer.last_keyframe_request.push((mid, rid, now));
             self.dirty.push(id);
         }
+    }
+
+    /// The simulcast layer a subscriber should get now, if its stream has
+    /// layers.
+    fn target_rid(&self, subscriber: PeerId) -> Option<Rid> {
+        let peer = self.peers.get(&subscriber)?;
+        let publisher = self.publishers.get(&peer.stream)?;
+        self.peers.get(publisher)?.layers.pick(peer.layer)
+    }
+
+    /// Changes what a subscriber asks for; the switch happens on the next
+    /// keyframe of the new layer, which is requested now.
+    pub fn set_layer(
+        &mut self,
+        subscriber: PeerId,
+        layer: LayerChoice,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let peer = self
+            .peers
+            .get_mut(&subscriber)
+            .ok_or(SfuError::UnknownPeer)?;
+        if peer.role != Role::Subscriber {
+            return Err(SfuError::UnknownPeer);
+        }
+        peer.layer = layer;
+        let stream = peer.stream.clone();
+        let target = self.target_rid(subscriber);
+        if target.is_some() && self.peers.get(&subscriber).and_then(|p| p.current_rid) != target {
+            self.request_keyframe(&stream, KeyframeRequestKind::Pli, target, now);
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    /// The layer a subscriber is receiving (`None` without simulcast).
+    pub fn current_layer(&self, subscriber: PeerId) -> Option<Rid> {
+        self.peers.get(&subscriber)?.current_rid
     }
 }
 

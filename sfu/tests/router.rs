@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sfu::{Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
+use sfu::{LayerChoice, Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -44,6 +46,59 @@ impl Client {
             mids: vec![(video, MediaKind::Video), (audio, MediaKind::Audio)],
         };
         (client, offer.to_sdp_string())
+    }
+
+    /// A publisher whose video goes out in three simulcast layers.
+    fn simulcast(port: u16, rids: &[&str], now: Instant) -> (Self, String) {
+        sfu::install_crypto();
+        let addr: SocketAddr = format!("192.0.2.{}:{port}", port % 200).parse().unwrap();
+        let mut rtc = Rtc::new(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut layers = Simulcast::new();
+        for rid in rids {
+            layers.add_send_layer(SimulcastLayer::new(rid));
+        }
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(layers),
+        );
+        let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let client = Self {
+            addr,
+            rtc,
+            pending: Some(pending),
+            connected: false,
+            video: Vec::new(),
+            audio: 0,
+            mids: vec![(video, MediaKind::Video), (audio, MediaKind::Audio)],
+        };
+        (client, offer.to_sdp_string())
+    }
+
+    /// Writes one video frame on one simulcast layer.
+    fn send_layer(&mut self, rid: &str, frame: u64, data: &[u8], now: Instant) {
+        if !self.connected {
+            return;
+        }
+        let writer = self
+            .rtc
+            .writer(self.mid(MediaKind::Video))
+            .unwrap()
+            .rid(Rid::from(rid));
+        let pt = writer.payload_params().next().unwrap().pt();
+        writer
+            .write(
+                pt,
+                now,
+                MediaTime::new(frame * 3000, Frequency::NINETY_KHZ),
+                data.to_vec(),
+            )
+            .unwrap();
     }
 
     fn accept(&mut self, answer: &str) {
@@ -153,10 +208,14 @@ fn a_publisher_reaches_every_subscriber_and_its_removal_ends_them() {
     assert!(router.is_live(&stream));
 
     let (mut alice, offer) = Client::new(1002, Direction::RecvOnly, now);
-    let (_, answer) = router.subscribe(stream.clone(), &offer, now).unwrap();
+    let (_, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+        .unwrap();
     alice.accept(&answer);
     let (mut bob, offer) = Client::new(1003, Direction::RecvOnly, now);
-    let (bob_id, answer) = router.subscribe(stream.clone(), &offer, now).unwrap();
+    let (bob_id, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+        .unwrap();
     bob.accept(&answer);
     assert_eq!(router.subscriber_count(&stream), 2);
 
@@ -229,13 +288,109 @@ fn a_publisher_reaches_every_subscriber_and_its_removal_ends_them() {
 }
 
 #[test]
+fn each_subscriber_gets_its_simulcast_layer_and_switches_on_request() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    let (mut publisher, offer) = Client::simulcast(1001, &["l", "m", "h"], now);
+    let (_, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    publisher.accept(&answer);
+    let (mut low, offer) = Client::new(1002, Direction::RecvOnly, now);
+    let (low_id, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Low, now)
+        .unwrap();
+    low.accept(&answer);
+    let (mut auto, offer) = Client::new(1003, Direction::RecvOnly, now);
+    let (auto_id, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+        .unwrap();
+    auto.accept(&answer);
+
+    // Each layer's frames carry its name after the VP8 header; higher
+    // layers are bigger, as real encodings are.
+    let layered = |rid: &str, n: u64| {
+        let mut frame = vp8_frame(n);
+        frame[10] = rid.as_bytes()[0];
+        let size = match rid {
+            "l" => 200,
+            "m" => 600,
+            _ => 1000,
+        };
+        frame.resize(size, 7);
+        frame
+    };
+    let mut run = |router: &mut Router,
+                   publisher: &mut Client,
+                   low: &mut Client,
+                   auto: &mut Client,
+                   from: u64,
+                   to: u64| {
+        for tick in from..to {
+            now = start + Duration::from_millis(tick);
+            if tick % 33 == 0 && tick > 0 {
+                for rid in ["l", "m", "h"] {
+                    publisher.send_layer(rid, tick / 33, &layered(rid, tick), now);
+                }
+            }
+            step(router, &mut [&mut *publisher, &mut *low, &mut *auto], now);
+        }
+        now
+    };
+    let now = run(&mut router, &mut publisher, &mut low, &mut auto, 0, 3000);
+    let markers = |client: &Client| client.video.iter().map(|f| f[10]).collect::<Vec<u8>>();
+    assert!(
+        low.video.len() > 30 && auto.video.len() > 30,
+        "{} {}",
+        low.video.len(),
+        auto.video.len()
+    );
+    assert!(
+        markers(&low).iter().all(|m| *m == b'l'),
+        "low gets only the low layer"
+    );
+    // Before the publisher's three layers are all known, auto may start on
+    // the first one seen; it moves up on the next keyframe and stays.
+    let auto_markers = markers(&auto);
+    let first_high = auto_markers
+        .iter()
+        .position(|m| *m == b'h')
+        .expect("auto reaches the high layer");
+    assert!(
+        first_high <= 2,
+        "auto upgrades at once: {}",
+        String::from_utf8_lossy(&auto_markers)
+    );
+    assert!(
+        auto_markers[first_high..].iter().all(|m| *m == b'h'),
+        "{}",
+        String::from_utf8_lossy(&auto_markers)
+    );
+    assert_eq!(router.current_layer(low_id), Some(Rid::from("l")));
+    assert_eq!(router.current_layer(auto_id), Some(Rid::from("h")));
+
+    router.set_layer(low_id, LayerChoice::High, now).unwrap();
+    let received = low.video.len();
+    run(&mut router, &mut publisher, &mut low, &mut auto, 3000, 4000);
+    let after: Vec<u8> = low.video[received..].iter().map(|f| f[10]).collect();
+    assert!(after.len() > 10, "frames keep coming across the switch");
+    assert!(
+        after.iter().skip(1).all(|m| *m == b'h'),
+        "switched to the high layer: {after:?}"
+    );
+    assert_eq!(router.current_layer(low_id), Some(Rid::from("h")));
+}
+
+#[test]
 fn one_publisher_per_stream_and_no_viewers_before_it() {
     let now = Instant::now();
     let mut router = router();
     let stream = StreamKey::new("r1", "main");
     let (_, offer) = Client::new(1002, Direction::RecvOnly, now);
     assert_eq!(
-        router.subscribe(stream.clone(), &offer, now).unwrap_err(),
+        router
+            .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+            .unwrap_err(),
         SfuError::StreamNotLive
     );
     let (_, offer) = Client::new(1001, Direction::SendOnly, now);
@@ -259,10 +414,12 @@ fn limits_refuse_peers_beyond_them() {
     let (_, offer) = Client::new(1001, Direction::SendOnly, now);
     router.publish(main.clone(), &offer, now).unwrap();
     let (_, offer) = Client::new(1002, Direction::RecvOnly, now);
-    router.subscribe(main.clone(), &offer, now).unwrap();
+    router
+        .subscribe(main.clone(), &offer, LayerChoice::Auto, now)
+        .unwrap();
     let (_, offer) = Client::new(1003, Direction::RecvOnly, now);
     assert!(matches!(
-        router.subscribe(main, &offer, now),
+        router.subscribe(main, &offer, LayerChoice::Auto, now),
         Err(SfuError::Full(_))
     ));
     let (_, offer) = Client::new(1004, Direction::SendOnly, now);

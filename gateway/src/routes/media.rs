@@ -5,10 +5,11 @@
 //! is answered by the router's CORS layer.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sfu::{MediaSession, SfuError, StreamKey};
+use sfu::{LayerChoice, MediaSession, SfuError, StreamKey};
 
 use crate::auth::{Grant, Principal};
 use crate::error::{ApiError, check_room_id};
@@ -73,21 +74,46 @@ pub async fn whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    open(Kind::Whip, state, principal, path, headers, body).await
+    open(
+        Kind::Whip,
+        LayerChoice::Auto,
+        state,
+        principal,
+        path,
+        headers,
+        body,
+    )
+    .await
 }
 
 pub async fn whep(
     state: State<AppState>,
     principal: Principal,
     path: Path<(String, String)>,
+    query: Result<Query<WhepQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    open(Kind::Whep, state, principal, path, headers, body).await
+    let Query(query) = query?;
+    let layer = match query.layer.as_deref() {
+        None => LayerChoice::Auto,
+        Some(name) => name.parse().map_err(ApiError::bad_request)?,
+    };
+    open(Kind::Whep, layer, state, principal, path, headers, body).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct WhepQuery {
+    /// `auto` (default), `high`, `medium` or `low`.
+    layer: Option<String>,
+    /// Read by the auth layer.
+    #[serde(default, rename = "token")]
+    _token: Option<String>,
 }
 
 async fn open(
     kind: Kind,
+    layer: LayerChoice,
     State(app): State<AppState>,
     principal: Principal,
     Path((room, stream)): Path<(String, String)>,
@@ -127,7 +153,7 @@ async fn open(
     let owner = principal.user_id().to_owned();
     let opened = match kind {
         Kind::Whip => app.media.publish(key, offer, owner).await,
-        Kind::Whep => app.media.subscribe(key, offer, owner).await,
+        Kind::Whep => app.media.subscribe(key, offer, owner, layer).await,
     };
     let (session, answer) = match opened {
         Ok(opened) => opened,
