@@ -14,8 +14,8 @@ use str0m::media::Rid;
 /// What a subscriber asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LayerChoice {
-    /// The best layer: the highest for now (bandwidth-driven choice is the
-    /// next step).
+    /// The best layer the subscriber's bandwidth estimate carries (the
+    /// highest until there is an estimate).
     #[default]
     Auto,
     High,
@@ -83,6 +83,28 @@ impl Layers {
         Self::pick_in(&self.ranked(), choice)
     }
 
+    /// The highest layer whose measured rate fits in `estimate_bps` with
+    /// 15 % headroom; the lowest when none fits; the highest when rates are
+    /// not measured yet.
+    pub fn pick_for_bandwidth(&self, estimate_bps: u64) -> Option<Rid> {
+        let ranked = self.ranked();
+        let rate = |rid: &Rid| {
+            self.known
+                .iter()
+                .find(|(r, _)| r == rid)
+                .and_then(|(_, rate)| *rate)
+        };
+        if ranked.iter().any(|rid| rate(rid).is_none()) {
+            return ranked.first().copied();
+        }
+        let budget = estimate_bps.saturating_mul(85) / 100;
+        ranked
+            .iter()
+            .find(|rid| rate(rid).is_some_and(|bytes| bytes.saturating_mul(8) <= budget))
+            .or(ranked.last())
+            .copied()
+    }
+
     /// [`Self::pick`] over layers already [ranked](Self::ranked).
     pub fn pick_in(ranked: &[Rid], choice: LayerChoice) -> Option<Rid> {
         let last = ranked.len().checked_sub(1)?;
@@ -141,6 +163,31 @@ mod tests {
         assert_eq!(layers.pick(LayerChoice::High), Some(Rid::from("b")));
         assert_eq!(layers.pick(LayerChoice::Medium), Some(Rid::from("c")));
         assert_eq!(layers.pick(LayerChoice::Low), Some(Rid::from("a")));
+    }
+
+    #[test]
+    fn auto_takes_the_highest_layer_the_estimate_carries() {
+        let mut layers = layers(&["q", "h", "f"]);
+        assert_eq!(
+            layers.pick_for_bandwidth(100_000),
+            Some(Rid::from("f")),
+            "unmeasured: highest"
+        );
+        layers.measured(Rid::from("q"), 20_000); // 160 kbit/s
+        layers.measured(Rid::from("h"), 60_000); // 480 kbit/s
+        layers.measured(Rid::from("f"), 200_000); // 1.6 Mbit/s
+        assert_eq!(layers.pick_for_bandwidth(3_000_000), Some(Rid::from("f")));
+        assert_eq!(layers.pick_for_bandwidth(1_000_000), Some(Rid::from("h")));
+        assert_eq!(
+            layers.pick_for_bandwidth(500_000),
+            Some(Rid::from("q")),
+            "480 kbit/s needs headroom"
+        );
+        assert_eq!(
+            layers.pick_for_bandwidth(50_000),
+            Some(Rid::from("q")),
+            "nothing fits: the lowest"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct Peer {
     /// Subscriber: the layer asked for, and the one being forwarded.
     pub layer: LayerChoice,
     pub current_rid: Option<Rid>,
+    /// Subscriber: str0m's latest estimate of what reaches it, bit/s.
+    pub estimate_bps: Option<u64>,
 }
 
 impl Peer {

@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
@@ -12,6 +13,9 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::error::SfuError;
 use crate::layer::{LayerChoice, Layers};
 use crate::peer::{Peer, PeerId, Role};
+
+/// Where a subscriber's bandwidth estimate starts.
+const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
 
 /// How often each peer reports its media counters.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -206,6 +210,9 @@ impl Router {
             .enable_vp8(true)
             .enable_h264(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            // Subscribers get a send-side bandwidth estimate (TWCC) for
+            // the `auto` layer choice.
+            .enable_bwe((role == Role::Subscriber).then_some(INITIAL_ESTIMATE))
             .build(now);
         let candidate = Candidate::host(self.config.host_candidate, "udp")
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
@@ -242,6 +249,7 @@ impl Router {
             layer_bytes: Vec::new(),
             layer: LayerChoice::default(),
             current_rid: None,
+            estimate_bps: None,
         };
         self.peers.insert(id, peer);
         self.dirty.push(id);
@@ -430,6 +438,13 @@ impl Router {
                 let _ = self.remove(id, now);
             }
             Event::MediaData(data) => self.forward(id, data, now),
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.estimate_bps = Some(estimate.as_u64());
+                }
+            }
             Event::MediaIngressStats(s) => {
                 if let (Some(rid), Some(peer)) = (s.rid, self.peers.get_mut(&id)) {
                     peer.measure_layer(rid, s.bytes, s.timestamp);
@@ -491,12 +506,12 @@ impl Router {
         };
         let stream = peer.stream.clone();
         // Simulcast frames: rank the layers once per frame, not per subscriber.
-        let ranked = match (data.rid, self.peers.get_mut(&publisher)) {
+        let (ranked, publisher_layers) = match (data.rid, self.peers.get_mut(&publisher)) {
             (Some(rid), Some(peer)) => {
                 peer.layers.observe(rid);
-                peer.layers.ranked()
+                (peer.layers.ranked(), Some(peer.layers.clone()))
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), None),
         };
         if !data.contiguous && kind == MediaKind::Video {
             self.request_keyframe(&stream, KeyframeRequestKind::Fir, data.rid, now);
@@ -518,7 +533,12 @@ impl Router {
             };
             if let Some(rid) = data.rid {
                 // Simulcast: one layer per subscriber, switched on a keyframe.
-                let target = Layers::pick_in(&ranked, peer.layer);
+                let target = match (peer.layer, peer.estimate_bps, &publisher_layers) {
+                    (LayerChoice::Auto, Some(estimate), Some(layers)) => {
+                        layers.pick_for_bandwidth(estimate)
+                    }
+                    _ => Layers::pick_in(&ranked, peer.layer),
+                };
                 let switch =
                     Some(rid) == target && peer.current_rid != target && data.is_keyframe();
                 if switch {
@@ -583,7 +603,11 @@ impl Router {
     fn target_rid(&self, subscriber: PeerId) -> Option<Rid> {
         let peer = self.peers.get(&subscriber)?;
         let publisher = self.publishers.get(&peer.stream)?;
-        self.peers.get(publisher)?.layers.pick(peer.layer)
+        let layers = &self.peers.get(publisher)?.layers;
+        match (peer.layer, peer.estimate_bps) {
+            (LayerChoice::Auto, Some(estimate)) => layers.pick_for_bandwidth(estimate),
+            (choice, _) => layers.pick(choice),
+        }
     }
 
     /// Changes what a subscriber asks for; the switch happens on the next
