@@ -1,0 +1,224 @@
+//! End to end in headless Chromium (libwebrtc): one page publishes the fake
+//! camera and microphone over WHIP with three simulcast layers, two pages
+//! play it over WHEP, one asking for the high layer and one for the low.
+//! Chromium is driven through chromedriver's W3C HTTP API.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::response::Html;
+use axum::routing::get;
+use common::TestEngine;
+use serde_json::{Value, json};
+
+/// One Chromium, driven by its own chromedriver.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed (apt-get install chromium-driver; scripts/test does it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            // Without it Chromium gathers no candidate when only loopback exists.
+            "--allow-loopback-in-peer-connection",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_owned();
+        Self {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
+    }
+
+    async fn open(&self, url: &str) {
+        let response = self
+            .http
+            .post(format!("{}/session/{}/url", self.base, self.session))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "navigate: {}",
+            response.text().await.unwrap()
+        );
+    }
+
+    /// `window.state` of the page.
+    async fn state(&self) -> Value {
+        let body = json!({ "script": "return window.state || null;", "args": [] });
+        let reply: Value = self
+            .http
+            .post(format!(
+                "{}/session/{}/execute/sync",
+                self.base, self.session
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["value"].clone()
+    }
+
+    async fn wait_for(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let state = self.state().await;
+            if ready(&state) {
+                return state;
+            }
+            assert!(
+                !matches!(state["phase"].as_str(), Some("failed" | "refused")),
+                "{what}: {state}"
+            );
+            assert!(Instant::now() < deadline, "{what}: timed out at {state}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn quit(mut self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Serves the test pages from http://127.0.0.1 (a secure context, so
+/// getUserMedia works).
+async fn serve_pages() -> String {
+    let app = axum::Router::new()
+        .route(
+            "/publish.html",
+            get(|| async { Html(include_str!("pages/publish.html")) }),
+        )
+        .route(
+            "/view.html",
+            get(|| async { Html(include_str!("pages/view.html")) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_simulcast_over_whip_and_chromium_plays_each_layer_over_whep() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    let pages = serve_pages().await;
+    let publish = t.token("streamer", "r1", &["publish"]).await;
+
+    let publisher = Browser::start().await;
+    publisher
+        .open(&format!(
+            "{pages}/publish.html?base={}&token={publish}",
+            t.base
+        ))
+        .await;
+    publisher
+        .wait_for("the publisher connects", |s| s["connection"] == "connected")
+        .await;
+
+    let mut viewers = Vec::new();
+    for layer in ["high", "low"] {
+        let token = t
+            .token(&format!("viewer-{layer}"), "r1", &["subscribe"])
+            .await;
+        let viewer = Browser::start().await;
+        viewer
+            .open(&format!(
+                "{pages}/view.html?base={}&token={token}&layer={layer}",
+                t.base
+            ))
+            .await;
+        viewers.push((layer, viewer));
+    }
+    let mut widths = Vec::new();
+    for (layer, viewer) in &viewers {
+        let state = viewer
+            .wait_for(&format!("{layer} frames decoded"), |s| {
+                s["framesDecoded"].as_u64().unwrap_or(0) >= 30
+                    && s["videoWidth"].as_u64().unwrap_or(0) > 0
+            })
+            .await;
+        eprintln!(
+            "chromium {layer}: WHEP POST -> first decoded frame {} ms, {} px wide",
+            state["firstFrameMs"], state["width"]
+        );
+        widths.push(state["width"].as_u64().unwrap());
+    }
+    assert!(
+        widths[0] > widths[1],
+        "the high layer is wider than the low one: {widths:?}"
+    );
+
+    for (_, viewer) in viewers {
+        viewer.quit().await;
+    }
+    publisher.quit().await;
+    t.shutdown().await;
+}
