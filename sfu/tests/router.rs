@@ -28,45 +28,31 @@ struct Client {
 
 impl Client {
     fn new(port: u16, direction: Direction, now: Instant) -> (Self, String) {
-        sfu::install_crypto();
-        let addr: SocketAddr = format!("192.0.2.{}:{port}", port % 200).parse().unwrap();
-        let mut rtc = Rtc::new(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut change = rtc.sdp_api();
-        let video = change.add_media(MediaKind::Video, direction, None, None, None);
-        let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
-        let (offer, pending) = change.apply().unwrap();
-        let client = Self {
-            addr,
-            rtc,
-            pending: Some(pending),
-            connected: false,
-            video: Vec::new(),
-            audio: 0,
-            mids: vec![(video, MediaKind::Video), (audio, MediaKind::Audio)],
-        };
-        (client, offer.to_sdp_string())
+        Self::offer(port, direction, None, now)
     }
 
-    /// A publisher whose video goes out in three simulcast layers.
+    /// A publisher whose video goes out in simulcast layers.
     fn simulcast(port: u16, rids: &[&str], now: Instant) -> (Self, String) {
-        sfu::install_crypto();
-        let addr: SocketAddr = format!("192.0.2.{}:{port}", port % 200).parse().unwrap();
-        let mut rtc = Rtc::new(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut layers = Simulcast::new();
         for rid in rids {
             layers.add_send_layer(SimulcastLayer::new(rid));
         }
+        Self::offer(port, Direction::SendOnly, Some(layers), now)
+    }
+
+    fn offer(
+        port: u16,
+        direction: Direction,
+        simulcast: Option<Simulcast>,
+        now: Instant,
+    ) -> (Self, String) {
+        sfu::install_crypto();
+        let addr: SocketAddr = format!("192.0.2.{}:{port}", port % 200).parse().unwrap();
+        let mut rtc = Rtc::new(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
-        let video = change.add_media(
-            MediaKind::Video,
-            Direction::SendOnly,
-            None,
-            None,
-            Some(layers),
-        );
-        let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = change.add_media(MediaKind::Video, direction, None, None, simulcast);
+        let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let client = Self {
             addr,
