@@ -197,7 +197,6 @@ async fn chromium_publishes_simulcast_over_whip_and_chromium_plays_each_layer_ov
             .await;
         viewers.push((layer, viewer));
     }
-    let mut widths = Vec::new();
     for (layer, viewer) in &viewers {
         let state = viewer
             .wait_for(&format!("{layer} frames decoded"), |s| {
@@ -206,15 +205,27 @@ async fn chromium_publishes_simulcast_over_whip_and_chromium_plays_each_layer_ov
             })
             .await;
         eprintln!(
-            "chromium {layer}: WHEP POST -> first decoded frame {} ms, {} px wide",
-            state["firstFrameMs"], state["width"]
+            "chromium {layer}: WHEP POST -> first decoded frame {} ms",
+            state["firstFrameMs"]
         );
-        widths.push(state["width"].as_u64().unwrap());
     }
-    assert!(
-        widths[0] > widths[1],
-        "the high layer is wider than the low one: {widths:?}"
-    );
+    // Chromium starts simulcast on its lowest layers and turns the higher
+    // ones on as its bandwidth estimate grows: wait for the high viewer to
+    // be served a wider picture than the low one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let widths = loop {
+        let high = viewers[0].1.state().await["width"].as_u64().unwrap_or(0);
+        let low = viewers[1].1.state().await["width"].as_u64().unwrap_or(0);
+        if high > low && low > 0 {
+            break (high, low);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the high layer never got wider than the low one: {high} vs {low}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("chromium widths: high {} px, low {} px", widths.0, widths.1);
 
     for (_, viewer) in viewers {
         viewer.quit().await;
