@@ -11,7 +11,13 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_danmaku_in_one_window_merge_and_every_sender_is_acked() {
-    let t = TestEngine::start_with(|c| c.danmaku.batch_window_ms = 400).await;
+    // A long window, so both identical texts land in it even on a loaded
+    // machine (the merged item goes out when it closes).
+    let t = TestEngine::start_with(|c| {
+        c.danmaku.batch_window_ms = 3000;
+        c.danmaku.merge_window_ms = 3000;
+    })
+    .await;
     t.create_room("r1").await;
     let mut viewer = t.chatter("viewer", "r1").await;
     let mut a = t.chatter("a", "r1").await;

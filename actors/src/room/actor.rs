@@ -409,6 +409,11 @@ impl RoomState {
         if self.writing.is_some() || !self.unwritten.is_empty() {
             return;
         }
+        // Only a drain or a close cuts the batching window short; otherwise
+        // held items wait for their window like any other.
+        if self.drain_waiters.is_empty() && self.closing.is_none() {
+            return;
+        }
         if let Some(flush) = self
             .batcher
             .poll(Instant::now() + self.config.danmaku.batch.window)
