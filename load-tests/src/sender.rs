@@ -96,15 +96,10 @@ pub async fn run(
     mut phase: watch::Receiver<Phase>,
     ready: mpsc::UnboundedSender<Result<(), String>>,
 ) -> Tally {
-    let mut ws = match wire::open(&url, shared.connect_timeout).await {
+    let mut ws = match wire::open_reporting(&url, shared.connect_timeout, ready).await {
         Ok(ws) => ws,
-        Err(reason) => {
-            let _ = ready.send(Err(reason.clone()));
-            return Tally::failed(reason);
-        }
+        Err(reason) => return Tally::failed(reason),
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
     let prefix = wire::sender_prefix(&shared.run_tag, plan.index);
     let mut tally = Tally::default();
     let mut ticker: Option<Interval> = None;

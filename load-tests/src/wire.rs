@@ -40,6 +40,18 @@ fn config() -> WebSocketConfig {
 /// Opens a session and waits for its `welcome`: a connection counts as
 /// made only when the room has admitted it. The error is a short reason
 /// meant to be grouped and counted (`http 401`, `io ConnectionRefused`).
+/// [`open`], with the outcome reported on `ready` at once, so the scenario
+/// counts connections while other sessions are still opening.
+pub async fn open_reporting(
+    url: &str,
+    timeout: Duration,
+    ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
+) -> Result<Ws, String> {
+    let opened = open(url, timeout).await;
+    let _ = ready.send(opened.as_ref().map(|_| ()).map_err(Clone::clone));
+    opened
+}
+
 pub async fn open(url: &str, timeout: Duration) -> Result<Ws, String> {
     let attempt = async {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
