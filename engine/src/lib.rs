@@ -23,7 +23,7 @@ use actors::{Actors, RoomSupervisorMsg};
 use anyhow::{Context, bail};
 use bus::{EventBus, InProcessBus, NatsBus, NatsOptions};
 use gateway::{AppState, Auth};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use storage::{EmbeddedOptions, EmbeddedStore, Store, TermScope};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -223,12 +223,26 @@ fn role_name(role: sfu::Role) -> &'static str {
     }
 }
 
+/// Bounds of the forwarding-latency buckets, seconds: 50 µs to 1 s.
+const FORWARD_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// One recorder per process (tests may start several engines).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Forwarding latency as a histogram, not a summary: buckets
+            // can be subtracted between two scrapes, so a benchmark (or a
+            // dashboard) gets the percentiles of exactly its own window.
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("live_media_forward_seconds".to_owned()),
+                    &FORWARD_BUCKETS,
+                )
+                .expect("bucket bounds are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");

@@ -114,6 +114,11 @@ impl Admin {
     /// The engine's counters (`*_total` series), for before/after deltas.
     /// `None` when /metrics cannot be read: the run does not depend on it.
     pub async fn counters(&self) -> Option<BTreeMap<String, f64>> {
+        Some(parse_counters(&self.metrics().await?))
+    }
+
+    /// The engine's /metrics page, or `None` when it cannot be read.
+    pub async fn metrics(&self) -> Option<String> {
         let response = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -123,7 +128,15 @@ impl Admin {
         if !response.status().is_success() {
             return None;
         }
-        Some(parse_counters(&response.text().await.ok()?))
+        response.text().await.ok()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
     }
 }
 
@@ -160,6 +173,62 @@ pub fn parse_counters(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The cumulative buckets of a Prometheus histogram without labels
+/// (`name_bucket{le="0.001"} 12`), as (upper bound, count), `+Inf` last.
+pub fn parse_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|line| {
+            let (bound, rest) = line.strip_prefix(prefix.as_str())?.split_once('"')?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, rest.rsplit_once(' ')?.1.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile of what a histogram recorded between two scrapes,
+/// interpolated linearly inside its bucket (as PromQL's
+/// `histogram_quantile` does); `None` when nothing was recorded. A
+/// quantile in the `+Inf` bucket reports the highest finite bound.
+pub fn window_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let count_before = |bound: f64| {
+        before
+            .iter()
+            .find(|(b, _)| *b == bound)
+            .map_or(0.0, |(_, c)| *c)
+    };
+    let window: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(bound, count)| (*bound, count - count_before(*bound)))
+        .collect();
+    let total = window.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (bound, cumulative) in window {
+        if cumulative >= rank {
+            if bound.is_infinite() {
+                return Some(lower);
+            }
+            let inside = cumulative - below;
+            let fraction = if inside > 0.0 {
+                (rank - below) / inside
+            } else {
+                1.0
+            };
+            return Some(lower + (bound - lower) * fraction);
+        }
+        (lower, below) = (bound, cumulative);
+    }
+    Some(lower)
+}
+
 /// Series that changed between two scrapes, with their increase.
 pub fn counter_deltas(
     before: &BTreeMap<String, f64>,
@@ -192,5 +261,26 @@ mod tests {
         assert_eq!(deltas.len(), 2);
         assert_eq!(deltas["live_danmaku_in_total"], 15.0);
         assert_eq!(deltas["live_new_total"], 2.0);
+    }
+
+    #[test]
+    fn histogram_windows_give_their_own_quantiles() {
+        let scrape = |a: u32, b: u32, c: u32| {
+            format!(
+                "h_bucket{{le=\"0.001\"}} {a}\nh_bucket{{le=\"0.01\"}} {b}\nh_bucket{{le=\"+Inf\"}} {c}\nh_sum 1\nh_count {c}\n"
+            )
+        };
+        let before = parse_buckets(&scrape(100, 100, 200), "h");
+        assert_eq!(
+            before,
+            vec![(0.001, 100.0), (0.01, 100.0), (f64::INFINITY, 200.0)]
+        );
+        // In the window: 90 samples under 1 ms, 10 between 1 and 10 ms.
+        let after = parse_buckets(&scrape(190, 200, 300), "h");
+        let p50 = window_quantile(&before, &after, 0.5).unwrap();
+        assert!((p50 - 0.001 * 50.0 / 90.0).abs() < 1e-9, "{p50}");
+        let p95 = window_quantile(&before, &after, 0.95).unwrap();
+        assert!((p95 - (0.001 + 0.009 * 0.5)).abs() < 1e-9, "{p95}");
+        assert_eq!(window_quantile(&before, &before, 0.5), None);
     }
 }

@@ -35,6 +35,89 @@ pub enum Command {
     /// total rate; reports delivery ratio, end-to-end latency and, with
     /// --engine-pid, the engine's CPU and memory per connection.
     Danmaku(DanmakuArgs),
+    /// One WHIP publisher sends a real encoded test pattern; N webrtc-rs
+    /// subscribers play it over WHEP. Reports received bitrate, loss and
+    /// jitter, join -> first frame, and the engine's outgoing packets/s,
+    /// forwarding latency and CPU.
+    SfuFanout(FanoutArgs),
+}
+
+/// Upper bound on subscribers in one generator process.
+pub const MAX_SUBSCRIBERS: u32 = 2_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodecArg {
+    Vp8,
+    H264,
+}
+
+impl From<CodecArg> for codec::VideoCodec {
+    fn from(value: CodecArg) -> Self {
+        match value {
+            CodecArg::Vp8 => Self::Vp8,
+            CodecArg::H264 => Self::H264,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Engine base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Admin key, to create the room and mint tokens.
+    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    /// Room to publish in (created if missing).
+    #[arg(long, default_value = "fanout")]
+    pub room: String,
+    /// WHEP subscribers.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SUBSCRIBERS)))]
+    pub subscribers: u32,
+    /// Subscribers that also decode every frame (the rest reassemble only).
+    #[arg(long, default_value_t = 1)]
+    pub decoders: u32,
+    #[arg(long, value_enum, default_value_t = CodecArg::Vp8)]
+    pub codec: CodecArg,
+    #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(16..=3840))]
+    pub width: u32,
+    #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u32).range(16..=2160))]
+    pub height: u32,
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub fps: u32,
+    /// Target video bitrate of the publisher's encoder, kbit/s.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(50..=20_000))]
+    pub video_kbps: u32,
+    /// Measuring window, after every subscriber joined.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// WHEP joins in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub join_concurrency: u16,
+    /// Engine process to sample for CPU and RSS.
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl FanoutArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            bail!(
+                "--duration must be between 1ms and {}s",
+                MAX_DURATION.as_secs()
+            );
+        }
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
+            bail!("--width and --height must be even (4:2:0 video)");
+        }
+        if self.decoders > self.subscribers {
+            bail!("--decoders cannot exceed --subscribers");
+        }
+        validate_target(&self.url, &self.room, &self.admin_key)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,28 +184,33 @@ impl DanmakuArgs {
         if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(120) {
             bail!("--connect-timeout must be between 1ms and 120s");
         }
-        let room_ok = !self.room.is_empty()
-            && self.room.len() <= 64
-            && self
-                .room
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !room_ok {
-            bail!("--room must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`");
-        }
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            bail!("--url must start with http:// (or https://)");
-        }
-        if self.admin_key.trim().is_empty() {
-            bail!("--admin-key (or LIVE_ADMIN_KEY) is empty");
-        }
-        Ok(())
+        validate_target(&self.url, &self.room, &self.admin_key)
     }
 
     /// Danmaku the senders are scheduled to send in total.
     pub fn planned_sends(&self) -> u64 {
         (f64::from(self.rate) * self.duration.as_secs_f64()).round() as u64
     }
+}
+
+/// The flags every scenario shares: where the engine is, which room, and
+/// the admin key.
+fn validate_target(url: &str, room: &str, admin_key: &str) -> anyhow::Result<()> {
+    let room_ok = !room.is_empty()
+        && room.len() <= 64
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !room_ok {
+        bail!("--room must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`");
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--url must start with http:// (or https://)");
+    }
+    if admin_key.trim().is_empty() {
+        bail!("--admin-key (or LIVE_ADMIN_KEY) is empty");
+    }
+    Ok(())
 }
 
 /// Parses `30`, `30s`, `1.5s`, `2m`, `1h`, `250ms`. A hand-written parser:
@@ -182,6 +270,7 @@ mod tests {
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Danmaku(args) => args,
+            Command::SfuFanout(_) => unreachable!("parsed a danmaku command line"),
         })
     }
 

@@ -28,8 +28,10 @@
 
 pub mod admin;
 pub mod cli;
+pub mod fanout;
 pub mod proc_stats;
 pub mod report;
+pub mod rtc;
 pub mod scenario;
 pub mod sender;
 pub mod tally;

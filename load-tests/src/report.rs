@@ -131,7 +131,7 @@ impl Latency {
         }
     }
 
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         if self.samples == 0 {
             return "no samples".into();
         }
@@ -269,11 +269,7 @@ impl Report {
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let json = serde_json::to_string_pretty(self).context("serializing the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+        write_json_file(self, path)
     }
 
     /// The human summary.
@@ -402,4 +398,13 @@ fn counts(map: &BTreeMap<String, u64>) -> String {
 
 fn mib(kb: u64) -> String {
     format!("{:.1} MiB", kb as f64 / 1024.0)
+}
+
+/// Writes a report as pretty JSON, creating its directory.
+pub fn write_json_file(report: &impl Serialize, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(report).context("serializing the report")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }

@@ -380,6 +380,6 @@ fn progress_line(p: &Progress, start: Instant) -> String {
 }
 
 /// Progress goes to stderr so that stdout carries only the report.
-fn note(line: &str) {
+pub(crate) fn note(line: &str) {
     eprintln!("live-load: {line}");
 }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use str0m::Rtc;
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 
 use crate::layer::{LayerChoice, Layers};
 
@@ -36,6 +36,9 @@ pub(crate) struct Peer {
     pub connected: bool,
     /// Per publisher track and layer: when a keyframe was last requested.
     pub last_keyframe_request: Vec<(Mid, Option<Rid>, Instant)>,
+    /// Publisher: requests held back by the throttle, sent when it allows
+    /// unless a keyframe of that layer arrives first.
+    pub pending_keyframe: Vec<(Mid, Option<Rid>, KeyframeRequestKind)>,
     /// Publisher: its simulcast layers, and the bytes last reported per
     /// layer (to measure their rates).
     pub layers: Layers,
@@ -43,6 +46,9 @@ pub(crate) struct Peer {
     /// Subscriber: the layer asked for, and the one being forwarded.
     pub layer: LayerChoice,
     pub current_rid: Option<Rid>,
+    /// Subscriber of a single-layer stream: whether video has started,
+    /// which it does on a keyframe (frames before it cannot be decoded).
+    pub video_started: bool,
     /// Subscriber: str0m's latest estimate of what reaches it, bit/s.
     pub estimate_bps: Option<u64>,
 }

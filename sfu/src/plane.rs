@@ -291,8 +291,9 @@ async fn run(
                     meter.track(stats);
                     continue;
                 }
-                SfuEvent::Forwarded { latency } => {
-                    meter.forwarded(*latency);
+                SfuEvent::Forwarded { received } => {
+                    // After the sends above: receive -> last copy sent.
+                    meter.forwarded(received.elapsed());
                     continue;
                 }
             };

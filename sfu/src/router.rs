@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -107,9 +108,11 @@ pub enum SfuEvent {
     /// A peer's cumulative counters for one track, every second. Ingress
     /// for a publisher, egress for a subscriber.
     Stats(TrackStats),
-    /// A publisher's frame went out to its subscribers this long after its
-    /// last packet arrived (one sample per frame, not per subscriber).
-    Forwarded { latency: Duration },
+    /// A publisher's frame was written to its subscribers; `received` is
+    /// when its packets arrived (str0m's network time for the frame). The
+    /// media thread turns it into the receive -> sent latency once the
+    /// copies are on the socket (one sample per frame, not per subscriber).
+    Forwarded { received: Instant },
     /// The peer is gone: removed, timed out or closed by the other side.
     /// Subscribers of a publisher that left get one each.
     Closed {
@@ -131,11 +134,34 @@ pub struct Router {
     dirty: Vec<PeerId>,
     /// Datagrams no peer accepted (noise on the media port).
     pub ignored_datagrams: u64,
+    /// Removed peers still sending their goodbye (RTCP BYE, DTLS
+    /// close_notify), so the remote ends at once instead of timing out;
+    /// dropped when done or at the deadline, whichever comes first.
+    closing: Vec<Closing>,
+    /// One DTLS certificate for every peer of this router, made once:
+    /// generating a key pair per peer would stall the media thread on each
+    /// join. Peers tell connections apart by ICE credentials, not by
+    /// certificate (one certificate per process is what Janus and
+    /// mediasoup's workers do too).
+    dtls_cert: DtlsCert,
 }
+
+struct Closing {
+    rtc: Rtc,
+    timeout: Instant,
+    deadline: Instant,
+}
+
+/// How long a removed peer may take to send its goodbye.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 impl Router {
     pub fn new(config: RouterConfig) -> Self {
         crate::install_crypto();
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("the rust-crypto provider generates DTLS certificates");
         Self {
             config,
             peers: HashMap::new(),
@@ -146,6 +172,8 @@ impl Router {
             events: VecDeque::new(),
             dirty: Vec::new(),
             ignored_datagrams: 0,
+            closing: Vec::new(),
+            dtls_cert,
         }
     }
 
@@ -204,6 +232,7 @@ impl Router {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let mut rtc = Rtc::builder()
+            .set_dtls_cert(self.dtls_cert.clone())
             .set_ice_lite(true)
             .clear_codecs()
             .enable_opus(true, false)
@@ -245,10 +274,12 @@ impl Router {
             timeout: now,
             connected: false,
             last_keyframe_request: Vec::new(),
+            pending_keyframe: Vec::new(),
             layers: Layers::default(),
             layer_bytes: Vec::new(),
             layer: LayerChoice::default(),
             current_rid: None,
+            video_started: false,
             estimate_bps: None,
         };
         self.peers.insert(id, peer);
@@ -262,21 +293,27 @@ impl Router {
     pub fn remove(&mut self, id: PeerId, now: Instant) -> Result<(), SfuError> {
         let peer = self.peers.get(&id).ok_or(SfuError::UnknownPeer)?;
         let (role, stream) = (peer.role, peer.stream.clone());
-        self.close(id);
+        self.close(id, now);
         if role == Role::Publisher {
             for sub in self.subscribers.remove(&stream).unwrap_or_default() {
-                self.close(sub);
+                self.close(sub, now);
             }
         }
         self.drive(now);
         Ok(())
     }
 
-    fn close(&mut self, id: PeerId) {
+    fn close(&mut self, id: PeerId, now: Instant) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
-        peer.rtc.disconnect();
+        if peer.rtc.is_alive() && peer.rtc.close().is_ok() {
+            self.closing.push(Closing {
+                rtc: peer.rtc,
+                timeout: now,
+                deadline: now + CLOSE_DRAIN,
+            });
+        }
         match peer.role {
             Role::Publisher => {
                 self.publishers.remove(&peer.stream);
@@ -337,12 +374,53 @@ impl Router {
                 self.dirty.push(peer.id);
             }
         }
+        for closing in &mut self.closing {
+            if closing.timeout <= now {
+                let _ = closing.rtc.handle_input(Input::Timeout(now));
+            }
+        }
+        self.send_held_keyframe_requests(now);
         self.drive(now);
+    }
+
+    /// Sends the keyframe requests the throttle held, once it allows.
+    fn send_held_keyframe_requests(&mut self, now: Instant) {
+        let due: Vec<(StreamKey, Option<Rid>, KeyframeRequestKind)> = self
+            .peers
+            .values()
+            .filter(|peer| self.keyframe_request_due(peer).is_some_and(|at| at <= now))
+            .flat_map(|peer| {
+                peer.pending_keyframe
+                    .iter()
+                    .map(|(_, rid, kind)| (peer.stream.clone(), *rid, *kind))
+            })
+            .collect();
+        for (stream, rid, kind) in due {
+            self.request_keyframe(&stream, kind, rid, now);
+        }
+    }
+
+    /// When a publisher's earliest held keyframe request may go out.
+    fn keyframe_request_due(&self, peer: &Peer) -> Option<Instant> {
+        peer.pending_keyframe
+            .iter()
+            .filter_map(|(mid, rid, _)| {
+                peer.last_keyframe_request
+                    .iter()
+                    .find(|(m, r, _)| m == mid && r == rid)
+                    .map(|(_, _, at)| *at + self.config.keyframe_interval)
+            })
+            .min()
     }
 
     /// When the router next needs [`Self::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.timeout).min()
+        let peers = self.peers.values().map(|p| {
+            self.keyframe_request_due(p)
+                .map_or(p.timeout, |due| due.min(p.timeout))
+        });
+        let closing = self.closing.iter().map(|c| c.timeout.min(c.deadline));
+        peers.chain(closing).min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -387,14 +465,14 @@ impl Router {
         while let Some(id) = self.dirty.pop() {
             while let Some(peer) = self.peers.get_mut(&id) {
                 if !peer.rtc.is_alive() {
-                    self.close(id);
+                    self.close(id, now);
                     break;
                 }
                 let output = match peer.rtc.poll_output() {
                     Ok(output) => output,
                     Err(error) => {
                         tracing::debug!(%id, %error, "peer failed");
-                        self.close(id);
+                        self.close(id, now);
                         break;
                     }
                 };
@@ -411,6 +489,29 @@ impl Router {
                 }
             }
         }
+        self.drain_closing(now);
+    }
+
+    /// Sends what removed peers still have to say; forgets those done.
+    fn drain_closing(&mut self, now: Instant) {
+        let transmits = &mut self.transmits;
+        self.closing.retain_mut(|closing| {
+            while closing.rtc.is_alive() && now < closing.deadline {
+                match closing.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                        destination: t.destination,
+                        contents: t.contents.to_vec(),
+                    }),
+                    Ok(Output::Timeout(at)) => {
+                        closing.timeout = at;
+                        return true;
+                    }
+                    Ok(Output::Event(_)) => {}
+                    Err(_) => return false,
+                }
+            }
+            false
+        });
     }
 
     fn on_event(&mut self, id: PeerId, event: Event, now: Instant) {
@@ -515,11 +616,18 @@ impl Router {
         };
         if !data.contiguous && kind == MediaKind::Video {
             self.request_keyframe(&stream, KeyframeRequestKind::Fir, data.rid, now);
+        } else if kind == MediaKind::Video && data.is_keyframe() {
+            // Whoever was waiting for a held request gets this keyframe.
+            if let Some(peer) = self.peers.get_mut(&publisher) {
+                peer.pending_keyframe
+                    .retain(|(m, r, _)| !(*m == data.mid && *r == data.rid));
+            }
         }
         let subscribers = self.subscribers.get(&stream).cloned().unwrap_or_default();
         if !subscribers.is_empty() {
-            let latency = now.saturating_duration_since(data.network_time);
-            self.events.push_back(SfuEvent::Forwarded { latency });
+            self.events.push_back(SfuEvent::Forwarded {
+                received: data.network_time,
+            });
         }
         for sub in subscribers {
             let Some(peer) = self.peers.get_mut(&sub) else {
@@ -547,6 +655,13 @@ impl Router {
                 if peer.current_rid != Some(rid) {
                     continue;
                 }
+            } else if kind == MediaKind::Video && !peer.video_started {
+                // A joining viewer starts on a keyframe (requested when it
+                // connected); delta frames before it would not decode.
+                if !data.is_keyframe() {
+                    continue;
+                }
+                peer.video_started = true;
             }
             let Some(writer) = peer.rtc.writer(mid) else {
                 continue;
@@ -585,8 +700,19 @@ impl Router {
             .iter()
             .any(|(m, r, at)| *m == mid && *r == rid && now.duration_since(*at) < interval);
         if recent {
+            // Held, not dropped: a viewer that joins just after another
+            // must not wait for the publisher's next periodic keyframe.
+            if !peer
+                .pending_keyframe
+                .iter()
+                .any(|(m, r, _)| *m == mid && *r == rid)
+            {
+                peer.pending_keyframe.push((mid, rid, kind));
+            }
             return;
         }
+        peer.pending_keyframe
+            .retain(|(m, r, _)| !(*m == mid && *r == rid));
         let Some(mut writer) = peer.rtc.writer(mid) else {
             return;
         };

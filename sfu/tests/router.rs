@@ -24,6 +24,8 @@ struct Client {
     video: Vec<Vec<u8>>,
     audio: usize,
     mids: Vec<(Mid, MediaKind)>,
+    /// When keyframe requests (PLI/FIR) reached this peer.
+    keyframe_requests: Vec<Instant>,
 }
 
 impl Client {
@@ -62,6 +64,7 @@ impl Client {
             video: Vec::new(),
             audio: 0,
             mids: vec![(video, MediaKind::Video), (audio, MediaKind::Audio)],
+            keyframe_requests: Vec::new(),
         };
         (client, offer.to_sdp_string())
     }
@@ -130,6 +133,7 @@ fn step(router: &mut Router, clients: &mut [&mut Client], now: Instant) {
                         router.handle_datagram(now, client.addr, router_addr, &t.contents);
                     }
                     Output::Event(Event::Connected) => client.connected = true,
+                    Output::Event(Event::KeyframeRequest(_)) => client.keyframe_requests.push(now),
                     Output::Event(Event::MediaData(data)) => {
                         moved = true;
                         match client
@@ -271,6 +275,20 @@ fn a_publisher_reaches_every_subscriber_and_its_removal_ends_them() {
     assert!(!router.is_live(&stream));
     assert_eq!(router.subscriber_count(&stream), 0);
     assert_eq!(router.remove(publisher_id, now), Err(SfuError::UnknownPeer));
+    // The router says goodbye (RTCP BYE, DTLS close_notify): the viewers'
+    // connections end now rather than at an ICE timeout.
+    let (alice_alive, bob_alive) = (alice.rtc.is_alive(), bob.rtc.is_alive());
+    assert!(alice_alive && bob_alive, "alive until the goodbye arrives");
+    for tick in 1..=20 {
+        step(
+            &mut router,
+            &mut [&mut publisher, &mut alice, &mut bob],
+            now + Duration::from_millis(tick),
+        );
+    }
+    assert!(!alice.rtc.is_alive(), "alice saw the session close");
+    assert!(!bob.rtc.is_alive(), "bob saw the session close");
+    assert_eq!(router.poll_timeout(), None, "nothing left to drain");
 }
 
 #[test]
@@ -483,4 +501,153 @@ fn noise_on_the_media_port_is_ignored_and_counted() {
         assert!(!router.handle_datagram(now, from, ROUTER.parse().unwrap(), noise));
     }
     assert_eq!(router.ignored_datagrams, 5);
+}
+
+/// A VP8 interframe: the frame tag's lowest bit set, no start code.
+fn vp8_delta_frame(n: u64) -> Vec<u8> {
+    let mut frame = vec![0x11, 0x02, 0x00];
+    frame.extend((0..300).map(|i| ((i as u64 + n) % 251) as u8));
+    frame
+}
+
+#[test]
+fn a_viewer_of_a_single_layer_stream_starts_on_a_keyframe() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    let (mut publisher, offer) = Client::new(1011, Direction::SendOnly, now);
+    let (_, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    publisher.accept(&answer);
+    let (mut viewer, offer) = Client::new(1012, Direction::RecvOnly, now);
+    let (_, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+        .unwrap();
+    viewer.accept(&answer);
+
+    // Every tenth frame is a keyframe, the first at frame 45: long after the
+    // viewer connected, so delta frames reach the router first.
+    let mut keyframes_sent = 0;
+    for tick in 0..3000u64 {
+        now = start + Duration::from_millis(tick);
+        if tick % 33 == 0 && tick > 0 {
+            let n = tick / 33;
+            let keyframe = n >= 45 && n % 10 == 5;
+            let frame = if keyframe {
+                vp8_frame(n)
+            } else {
+                vp8_delta_frame(n)
+            };
+            publisher.send(MediaKind::Video, n, &frame, now);
+            keyframes_sent += usize::from(keyframe && publisher.connected);
+        }
+        step(&mut router, &mut [&mut publisher, &mut viewer], now);
+    }
+    assert!(viewer.connected && keyframes_sent >= 3);
+    let first = viewer
+        .video
+        .first()
+        .expect("video after the first keyframe");
+    assert_eq!(first[0] & 1, 0, "the first frame forwarded is a keyframe");
+    let deltas = viewer.video.iter().filter(|f| f[0] & 1 == 1).count();
+    assert!(deltas > 20, "delta frames follow once started ({deltas})");
+}
+
+#[test]
+fn a_throttled_keyframe_request_is_held_and_sent_not_dropped() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    let (mut publisher, offer) = Client::new(1021, Direction::SendOnly, now);
+    let (_, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    publisher.accept(&answer);
+    let mut viewers: Vec<Client> = Vec::new();
+    // Only delta frames: nothing satisfies a request but the request.
+    for tick in 0..2000u64 {
+        now = start + Duration::from_millis(tick);
+        // Two viewers join 100 ms apart, well inside one throttle interval.
+        if tick == 300 || tick == 400 {
+            let (mut viewer, offer) = Client::new(1022 + tick as u16, Direction::RecvOnly, now);
+            let (_, answer) = router
+                .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+                .unwrap();
+            viewer.accept(&answer);
+            viewers.push(viewer);
+        }
+        if tick % 33 == 0 && tick > 0 {
+            publisher.send(MediaKind::Video, tick / 33, &vp8_delta_frame(tick), now);
+        }
+        let mut clients: Vec<&mut Client> = vec![&mut publisher];
+        clients.extend(viewers.iter_mut());
+        step(&mut router, &mut clients, now);
+    }
+    let requests = &publisher.keyframe_requests;
+    assert!(
+        requests.len() >= 2,
+        "each joining viewer's request reaches the publisher: {requests:?}"
+    );
+    let gap = requests[1].duration_since(requests[0]);
+    assert!(
+        gap >= Duration::from_millis(450) && gap < Duration::from_millis(600),
+        "the second request waits out the throttle, and no longer ({gap:?})"
+    );
+}
+
+#[test]
+fn a_keyframe_in_time_answers_a_held_request() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    let (mut publisher, offer) = Client::new(1031, Direction::SendOnly, now);
+    let (_, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    publisher.accept(&answer);
+    let mut viewers: Vec<Client> = Vec::new();
+    let mut answered = 0;
+    for tick in 0..2000u64 {
+        now = start + Duration::from_millis(tick);
+        if tick == 300 || tick == 400 {
+            let (mut viewer, offer) = Client::new(1032 + tick as u16, Direction::RecvOnly, now);
+            let (_, answer) = router
+                .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+                .unwrap();
+            viewer.accept(&answer);
+            viewers.push(viewer);
+        }
+        if tick % 33 == 0 && tick > 0 {
+            // A slow encoder: it answers a request 200 ms later, by which
+            // time the second viewer has connected and asked too.
+            let due = publisher.keyframe_requests.len() > answered
+                && publisher
+                    .keyframe_requests
+                    .last()
+                    .is_some_and(|at| now.duration_since(*at) >= Duration::from_millis(200));
+            if due {
+                answered = publisher.keyframe_requests.len();
+            }
+            let frame = if due {
+                vp8_frame(tick)
+            } else {
+                vp8_delta_frame(tick)
+            };
+            publisher.send(MediaKind::Video, tick / 33, &frame, now);
+        }
+        let mut clients: Vec<&mut Client> = vec![&mut publisher];
+        clients.extend(viewers.iter_mut());
+        step(&mut router, &mut clients, now);
+    }
+    // The second viewer connected before the first request's keyframe
+    // arrived, so that keyframe served both: its held request is dropped.
+    assert_eq!(
+        publisher.keyframe_requests.len(),
+        1,
+        "{:?}",
+        publisher.keyframe_requests
+    );
+    for viewer in &viewers {
+        assert!(viewer.connected);
+        let first = viewer.video.first().expect("video reached the viewer");
+        assert_eq!(first[0] & 1, 0, "it starts on the keyframe");
+    }
 }
