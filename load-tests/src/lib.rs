@@ -1,12 +1,15 @@
 //! # load-tests: `live-load`, the engine's load generator
 //!
 //! A product, not a script: it drives a *running* engine over loopback the
-//! way an audience would, stops by itself, and prints what it saw. The one
-//! scenario today is `live-load danmaku`: N viewers watch a room while M
-//! senders post danmaku at a fixed total rate; every viewer times every item
-//! it receives against the send time the sender wrote into `client_msg_id`.
+//! way an audience would, stops by itself, and prints what it saw.
+//! Scenarios: `live-load sfu-fanout` ([`fanout`]: one WHIP publisher with a
+//! real encoder, N webrtc-rs WHEP subscribers; peers in [`rtc`], shared
+//! with the engine's tests) and `live-load danmaku`: N viewers watch a room
+//! while M senders post danmaku at a fixed total rate; every viewer times
+//! every item it receives against the send time the sender wrote into
+//! `client_msg_id`.
 //!
-//! A run, in order ([`scenario::run`]):
+//! A danmaku run, in order ([`scenario::run`]):
 //!
 //! ```text
 //!   health check -> room (created or reused) -> tokens
