@@ -74,7 +74,7 @@ enum Encoded {
     Audio(Vec<u8>),
 }
 
-/// A live WHIP session; dropping it without [`Publisher::stop`] leaves the
+/// A live WHIP session; dropping it without [`Publisher::close`] leaves the
 /// engine to notice the peer going away.
 pub struct Publisher {
     pc: Box<dyn PeerConnection>,
