@@ -1,6 +1,6 @@
 //! WHIP and WHEP against a real engine, with str0m peers on real UDP
-//! sockets on 127.0.0.1 (their only ICE candidates). webrtc-rs and
-//! Chromium peers are the next step of issue 3.
+//! sockets on 127.0.0.1 (their only ICE candidates). The webrtc-rs,
+//! GStreamer and Chromium peers have their own test files.
 
 mod common;
 
@@ -542,6 +542,61 @@ async fn whip_and_whep_refuse_bad_requests_with_clear_errors() {
     assert_eq!(
         t.delete("/whip/r1/main/0123456789abcdef", ADMIN_KEY).await,
         404
+    );
+    t.shutdown().await;
+}
+
+/// A publisher that goes silent (no DELETE, no DTLS close: a laptop lid
+/// shut, a network gone) ends its stream at the ICE consent timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_vanishes_ends_its_stream_at_the_ice_timeout() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    let mut chat = t.chatter("watcher", "r1").await;
+    let token = t.token("streamer", "r1", &["publish"]).await;
+    let (publisher, offer) = Peer::offer(Direction::SendOnly);
+    let created = post_sdp(&t, "/whip/r1/main", &token, "application/sdp", &offer).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let silent = Arc::new(AtomicBool::new(false));
+    let (publishing, thread) = publisher.run(&created.body, true, silent.clone());
+    until(
+        || publishing.connected.load(Ordering::Relaxed),
+        "the publisher to connect",
+    )
+    .await;
+    match chat.next_control().await {
+        protocol::v1::server_frame::Frame::StreamStarted(started) => {
+            assert_eq!(started.stream, "main")
+        }
+        other => panic!("expected stream_started, got {other:?}"),
+    }
+
+    // Stop driving the peer: no more packets of any kind.
+    silent.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    let vanished = Instant::now();
+    let deadline = vanished + Duration::from_secs(40);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match chat.next_frame_within(left).await {
+            Some(protocol::v1::server_frame::Frame::StreamEnded(ended)) => {
+                assert_eq!(ended.stream, "main");
+                break;
+            }
+            Some(protocol::v1::server_frame::Frame::Presence(_)) => continue,
+            other => panic!("expected stream_ended within 40 s, got {other:?}"),
+        }
+    }
+    eprintln!(
+        "stream ended {:?} after the publisher went silent",
+        vanished.elapsed()
+    );
+    let listed = t.get_json("/v1/rooms/r1/streams").await;
+    assert_eq!(listed["streams"], serde_json::json!([]), "{listed}");
+    assert_eq!(
+        t.delete(created.location.as_deref().unwrap(), &token).await,
+        404,
+        "the session is gone with it"
     );
     t.shutdown().await;
 }
