@@ -10,6 +10,7 @@
 //! | [`rate`]       | "N messages per window" per sender ([`SlidingWindowLimiter`]) |
 //! | [`dedupe`]     | resends answered with their first seq ([`RecentIds`])       |
 //! | [`batch`]      | what to broadcast, when: batches and merges ([`Batcher`])   |
+//! | [`gifts`]      | catalog, pricing and split ([`gifts::charge`]), combos, leaderboard, goals |
 //!
 //! ## How a danmaku flows through it
 //!
@@ -53,6 +54,7 @@
 pub mod batch;
 pub mod danmaku;
 pub mod dedupe;
+pub mod gifts;
 pub mod moderation;
 pub mod rate;
 
