@@ -11,6 +11,9 @@ use std::collections::HashMap;
 
 /// Most of one gift a single send may carry (Bilibili caps a batch too).
 pub const MAX_GIFT_COUNT: u32 = 9_999;
+/// The largest amount of coins anything may hold or move: stores keep
+/// signed 64-bit integers (SQLite `INTEGER`, CQL `bigint`).
+pub const MAX_AMOUNT: u64 = i64::MAX as u64;
 /// The creator's share when nothing else is configured: 70 %.
 pub const DEFAULT_CREATOR_SHARE_BPS: u32 = 7_000;
 /// Same sender, same gift, within this long: the same combo.
@@ -110,7 +113,7 @@ pub enum InvalidGift {
     MissingIdempotencyKey,
     /// Longer than 255 bytes or not printable ASCII.
     BadIdempotencyKey,
-    /// `price × count` does not fit in the coin type.
+    /// `price × count` exceeds [`MAX_AMOUNT`].
     Overflow,
 }
 
@@ -219,6 +222,7 @@ pub fn charge(
     let total = gift
         .price
         .checked_mul(u64::from(count))
+        .filter(|total| *total <= MAX_AMOUNT)
         .ok_or(InvalidGift::Overflow)?;
     Ok(Charge {
         room_id: room_id.to_owned(),
@@ -472,7 +476,9 @@ mod tests {
             combo: false,
         }]);
         let result = charge(&catalog, "r1", "alice", &request("moon", 3, "s"), 7_000);
-        assert_eq!(result, Err(InvalidGift::Overflow));
+        assert_eq!(result, Err(InvalidGift::Overflow), "wraps u64");
+        let result = charge(&catalog, "r1", "alice", &request("moon", 2, "s"), 7_000);
+        assert_eq!(result, Err(InvalidGift::Overflow), "fits u64, not i64");
         assert_eq!(InvalidGift::Overflow.code(), "amount_overflow");
     }
 

@@ -1,5 +1,5 @@
 //! The crate's one error type. The gateway maps it to wire error codes once;
-//! nothing below it needs to know more than these five cases.
+//! nothing below it needs to know more than these six cases.
 
 /// Result of every storage call.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -26,6 +26,10 @@ pub enum StoreError {
     /// this build wrote.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A value the store cannot hold (an amount beyond a signed 64-bit
+    /// integer); the caller's validation should have refused it first.
+    #[error("invalid value: {0}")]
+    Invalid(String),
 }
 
 impl StoreError {
@@ -40,6 +44,7 @@ impl StoreError {
             StoreError::Migration(m) => StoreError::Migration(m.clone()),
             StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
             StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
         }
     }
 }

@@ -28,6 +28,10 @@
 //! | danmaku       | `(room_id, seq / 4096)`       | `seq`      |
 //! | blocked terms | scope: `""` global, else room | `term`     |
 //! | mutes         | `room_id`                     | `user_id`  |
+//! | wallets       | `user_id`                     | —          |
+//! | idempotency   | `(owner, key)`                | —          |
+//! | gifts         | `room_id`                     | `created_ms, gift_id` |
+//! | ledger        | `account`                     | `created_ms, transfer_id` |
 //!
 //! Every hot read is one partition, or a short walk of danmaku buckets
 //! ([`DANMAKU_BUCKET_SIZE`]). The embedded tables lead their primary keys with
@@ -109,6 +113,33 @@
 //!     created_ms bigint,
 //!     PRIMARY KEY ((shard), position)
 //! );
+//! -- Gifts (see docs/architecture.md, "Gifts on ScyllaDB", for the steps
+//! -- and how a crash between them is recovered).
+//! CREATE TABLE wallets (
+//!     user_id    text PRIMARY KEY,
+//!     balance    bigint,              -- UPDATE ... IF balance = ? (CAS)
+//!     updated_ms bigint
+//! );
+//! CREATE TABLE idempotency (          -- INSERT ... IF NOT EXISTS USING TTL 172800
+//!     owner       text,
+//!     key         text,
+//!     fingerprint text,
+//!     result_id   text,
+//!     state       text,               -- 'claimed' then 'done'
+//!     created_ms  bigint,
+//!     PRIMARY KEY ((owner, key))
+//! );
+//! CREATE TABLE gifts (                -- INSERT ... IF NOT EXISTS (by gift_id)
+//!     room_id text, created_ms bigint, gift_id text, sender text,
+//!     recipient text, gift text, count int, unit_price bigint,
+//!     total bigint, creator_amount bigint, platform_amount bigint,
+//!     idempotency_key text, fingerprint text, balance_after bigint,
+//!     PRIMARY KEY ((room_id), created_ms, gift_id)
+//! );
+//! CREATE TABLE ledger (
+//!     account text, created_ms bigint, transfer_id text, amount bigint,
+//!     PRIMARY KEY ((account), created_ms, transfer_id)
+//! );
 //! ```
 
 mod embedded;
@@ -119,6 +150,7 @@ mod store;
 pub use embedded::{DB_FILE, EmbeddedOptions, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use model::{
-    DANMAKU_BUCKET_SIZE, Mute, OutboxEvent, OutboxRow, Room, TermScope, danmaku_bucket,
+    DANMAKU_BUCKET_SIZE, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine, Mute, OutboxEvent,
+    OutboxRow, Room, TermScope, TopUp, TopUpOutcome, account, danmaku_bucket,
 };
 pub use store::Store;

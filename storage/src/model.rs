@@ -70,6 +70,105 @@ pub struct Mute {
     pub until_ms: u64,
 }
 
+/// One gift send, priced and split, as recorded. Immutable once written:
+/// a correction is a new transfer, never an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftRecord {
+    /// The send's id (UUIDv7): the gift row's key, the ledger transfer id,
+    /// the `gift.sent` event id and so the bus's `Nats-Msg-Id`.
+    pub gift_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub recipient: String,
+    /// The catalog gift.
+    pub gift: String,
+    pub count: u32,
+    pub unit_price: u64,
+    /// `unit_price × count`, debited from the sender's wallet.
+    pub total: u64,
+    /// Credited to the recipient's earnings.
+    pub creator_amount: u64,
+    /// Credited to the platform's commission; `creator + platform = total`.
+    pub platform_amount: u64,
+    pub idempotency_key: String,
+    /// What must match for a reused key to be the same request.
+    pub fingerprint: String,
+    pub created_ms: u64,
+}
+
+/// What a sender is told about a send: the record and their balance right
+/// after it (the same answer again for a retry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftReceipt {
+    pub gift: GiftRecord,
+    pub balance_after: u64,
+}
+
+/// The result of [`crate::Store::send_gift`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GiftOutcome {
+    /// Debited, recorded, announced: committed and durable.
+    Sent(GiftReceipt),
+    /// The key was used before with the same parameters: the first send's
+    /// receipt, nothing written.
+    Replayed(GiftReceipt),
+    /// The key was used before with other parameters: nothing written.
+    KeyConflict,
+    /// The wallet holds less than the total: nothing written.
+    InsufficientFunds { balance: u64 },
+}
+
+/// Coins added to a wallet by a payment (the admin API stands in for the
+/// payment provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUp {
+    /// The transfer id (UUIDv7), also the event id.
+    pub topup_id: String,
+    pub user_id: String,
+    pub amount: u64,
+    pub idempotency_key: String,
+    pub created_ms: u64,
+}
+
+/// The result of [`crate::Store::top_up`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopUpOutcome {
+    Credited {
+        balance: u64,
+    },
+    /// Same key, same user and amount: the first top-up's balance after it.
+    Replayed {
+        balance: u64,
+    },
+    KeyConflict,
+    /// The balance would exceed what a wallet may hold.
+    Overflow,
+}
+
+/// One line of the double-entry ledger: every transfer's lines sum to zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerLine {
+    /// `wallet:<user>`, `earnings:<creator>`, `platform:commission` or
+    /// `platform:payments` (the outside world's side of a top-up).
+    pub account: String,
+    pub transfer_id: String,
+    /// Signed: negative leaves the account.
+    pub amount: i64,
+    pub created_ms: u64,
+}
+
+/// Ledger account names, in one place.
+pub mod account {
+    pub fn wallet(user_id: &str) -> String {
+        format!("wallet:{user_id}")
+    }
+    pub fn earnings(creator_id: &str) -> String {
+        format!("earnings:{creator_id}")
+    }
+    pub const COMMISSION: &str = "platform:commission";
+    pub const PAYMENTS: &str = "platform:payments";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

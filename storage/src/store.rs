@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use protocol::v1::DanmakuItem;
 use tokio::sync::Notify;
 
-use crate::{Mute, OutboxEvent, OutboxRow, Result, Room, TermScope};
+use crate::{
+    GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room, TermScope,
+    TopUp, TopUpOutcome,
+};
 
 /// The engine's durable state, partition by partition.
 ///
@@ -95,6 +98,28 @@ pub trait Store: Send + Sync + 'static {
         until_ms: Option<u64>,
         event: OutboxEvent,
     ) -> Result<()>;
+
+    // ---- wallets and gifts — partitions: wallet user_id; idempotency
+    //      (owner, key); gifts room_id by (created_ms, gift_id); ledger
+    //      account by (created_ms, transfer_id) ----
+
+    /// Sends a gift in one transaction, or not at all: claims the sender's
+    /// idempotency key, debits the wallet only if it holds the total,
+    /// records the immutable gift row, writes the ledger lines (wallet
+    /// −total, earnings +creator, commission +platform) and the event.
+    /// A reused key answers from the first send ([`GiftOutcome::Replayed`])
+    /// or refuses ([`GiftOutcome::KeyConflict`]); neither writes anything.
+    async fn send_gift(&self, gift: GiftRecord, event: OutboxEvent) -> Result<GiftOutcome>;
+    /// Credits a wallet (a payment), idempotent by key like a gift: the
+    /// ledger moves the coins from `platform:payments`.
+    async fn top_up(&self, topup: TopUp, event: OutboxEvent) -> Result<TopUpOutcome>;
+    /// A wallet's balance; 0 for a user who never had coins.
+    async fn wallet_balance(&self, user_id: &str) -> Result<u64>;
+    /// Gifts sent in a room at or after `since_ms`, oldest first: what a
+    /// restarting room rebuilds its leaderboard from.
+    async fn room_gifts(&self, room_id: &str, since_ms: u64) -> Result<Vec<GiftRecord>>;
+    /// An account's ledger lines, oldest first.
+    async fn ledger(&self, account: &str) -> Result<Vec<LedgerLine>>;
 
     // ---- outbox ----
 

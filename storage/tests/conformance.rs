@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::v1::DanmakuItem;
-use storage::{EmbeddedOptions, EmbeddedStore, OutboxEvent, Room, Store, StoreError, TermScope};
+use storage::{
+    EmbeddedOptions, EmbeddedStore, GiftOutcome, GiftRecord, OutboxEvent, Room, Store, StoreError,
+    TermScope, TopUp, TopUpOutcome, account,
+};
 use tempfile::TempDir;
 
 fn event(id: &str) -> OutboxEvent {
@@ -42,6 +45,47 @@ fn item(seq: u64) -> DanmakuItem {
         client_msg_id: format!("c{seq}"),
         count: 3,
     }
+}
+
+fn topup(id: &str, user: &str, amount: u64, key: &str) -> TopUp {
+    TopUp {
+        topup_id: id.into(),
+        user_id: user.into(),
+        amount,
+        idempotency_key: key.into(),
+        created_ms: 500,
+    }
+}
+
+/// A gift of `total` coins from `sender` to "streamer" in room r1, split
+/// 70/30, with the fingerprint of (sender, count 1, total).
+fn gift(id: &str, sender: &str, total: u64, key: &str, created_ms: u64) -> GiftRecord {
+    let creator_amount = total * 7 / 10;
+    GiftRecord {
+        gift_id: id.into(),
+        room_id: "r1".into(),
+        sender: sender.into(),
+        recipient: "streamer".into(),
+        gift: "heart".into(),
+        count: 1,
+        unit_price: total,
+        total,
+        creator_amount,
+        platform_amount: total - creator_amount,
+        idempotency_key: key.into(),
+        fingerprint: format!("r1/{sender}/streamer/heart/1/{total}"),
+        created_ms,
+    }
+}
+
+async fn amounts(store: &dyn Store, account: &str) -> Vec<i64> {
+    store
+        .ledger(account)
+        .await
+        .unwrap()
+        .iter()
+        .map(|line| line.amount)
+        .collect()
 }
 
 fn seqs(items: &[DanmakuItem]) -> Vec<u64> {
@@ -459,6 +503,210 @@ mod suite {
         assert_eq!(outbox_ids(store).await, ["e1", "e2", "e4", "e5", "e6"]);
     }
 
+    pub async fn a_top_up_credits_once_per_key(store: &dyn Store) {
+        let credited = store
+            .top_up(topup("t1", "alice", 1_000, "k1"), event("t1"))
+            .await;
+        assert_eq!(credited.unwrap(), TopUpOutcome::Credited { balance: 1_000 });
+        let retried = store
+            .top_up(topup("t2", "alice", 1_000, "k1"), event("t2"))
+            .await;
+        assert_eq!(retried.unwrap(), TopUpOutcome::Replayed { balance: 1_000 });
+        let other = store
+            .top_up(topup("t3", "alice", 5, "k1"), event("t3"))
+            .await;
+        assert_eq!(other.unwrap(), TopUpOutcome::KeyConflict);
+        let second = store
+            .top_up(topup("t4", "alice", 250, "k2"), event("t4"))
+            .await;
+        assert_eq!(second.unwrap(), TopUpOutcome::Credited { balance: 1_250 });
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 1_250);
+        assert_eq!(store.wallet_balance("nobody").await.unwrap(), 0);
+        assert_eq!(outbox_ids(store).await, ["t1", "t4"]);
+        let wallet: Vec<i64> = amounts(store, &account::wallet("alice")).await;
+        assert_eq!(wallet, [1_000, 250]);
+        assert_eq!(amounts(store, account::PAYMENTS).await, [-1_000, -250]);
+        let huge = store
+            .top_up(topup("t5", "alice", i64::MAX as u64, "k3"), event("t5"))
+            .await;
+        assert_eq!(huge.unwrap(), TopUpOutcome::Overflow);
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 1_250);
+    }
+
+    pub async fn a_gift_debits_records_splits_and_announces_at_once(store: &dyn Store) {
+        store
+            .top_up(topup("t1", "alice", 500, "k"), event("t1"))
+            .await
+            .unwrap();
+        let sent = store
+            .send_gift(gift("g1", "alice", 150, "key-1", 1_000), event("g1"))
+            .await;
+        let GiftOutcome::Sent(receipt) = sent.unwrap() else {
+            panic!("the gift was sent");
+        };
+        assert_eq!(receipt.balance_after, 350);
+        assert_eq!(receipt.gift.gift_id, "g1");
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 350);
+        assert_eq!(amounts(store, &account::wallet("alice")).await, [500, -150]);
+        assert_eq!(amounts(store, &account::earnings("streamer")).await, [105]);
+        assert_eq!(amounts(store, account::COMMISSION).await, [45]);
+        assert_eq!(outbox_ids(store).await, ["t1", "g1"]);
+        let gifts = store.room_gifts("r1", 0).await.unwrap();
+        assert_eq!(gifts, [receipt.gift.clone()]);
+        assert!(store.room_gifts("r1", 1_001).await.unwrap().is_empty());
+        assert!(store.room_gifts("r2", 0).await.unwrap().is_empty());
+    }
+
+    pub async fn a_reused_gift_key_replays_or_conflicts_and_writes_nothing(store: &dyn Store) {
+        store
+            .top_up(topup("t1", "alice", 500, "k"), event("t1"))
+            .await
+            .unwrap();
+        let first = store
+            .send_gift(gift("g1", "alice", 150, "key-1", 1_000), event("g1"))
+            .await;
+        let GiftOutcome::Sent(first) = first.unwrap() else {
+            panic!("the gift was sent");
+        };
+        // A retry carries a new id and time (a new attempt), same parameters.
+        let retry = store
+            .send_gift(gift("g2", "alice", 150, "key-1", 2_000), event("g2"))
+            .await;
+        assert_eq!(retry.unwrap(), GiftOutcome::Replayed(first.clone()));
+        let mut other = gift("g3", "alice", 150, "key-1", 3_000);
+        other.count = 2;
+        other.fingerprint.push_str("-other");
+        let conflict = store.send_gift(other, event("g3")).await;
+        assert_eq!(conflict.unwrap(), GiftOutcome::KeyConflict);
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 350);
+        assert_eq!(outbox_ids(store).await, ["t1", "g1"]);
+        assert_eq!(store.room_gifts("r1", 0).await.unwrap().len(), 1);
+        // Keys belong to their sender: bob's "key-1" is his own.
+        store
+            .top_up(topup("t2", "bob", 500, "kb"), event("t2"))
+            .await
+            .unwrap();
+        let bobs = store
+            .send_gift(gift("g4", "bob", 150, "key-1", 4_000), event("g4"))
+            .await;
+        assert!(matches!(bobs.unwrap(), GiftOutcome::Sent(_)));
+    }
+
+    pub async fn insufficient_funds_write_nothing(store: &dyn Store) {
+        store
+            .top_up(topup("t1", "alice", 100, "k"), event("t1"))
+            .await
+            .unwrap();
+        let refused = store
+            .send_gift(gift("g1", "alice", 150, "key-1", 1_000), event("g1"))
+            .await;
+        assert_eq!(
+            refused.unwrap(),
+            GiftOutcome::InsufficientFunds { balance: 100 }
+        );
+        let never = store
+            .send_gift(gift("g2", "carol", 1, "key-1", 1_000), event("g2"))
+            .await;
+        assert_eq!(
+            never.unwrap(),
+            GiftOutcome::InsufficientFunds { balance: 0 }
+        );
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 100);
+        assert_eq!(outbox_ids(store).await, ["t1"]);
+        assert!(store.room_gifts("r1", 0).await.unwrap().is_empty());
+        assert!(
+            amounts(store, &account::earnings("streamer"))
+                .await
+                .is_empty()
+        );
+        // The key was not spent on the refusal: after a top-up it sends.
+        store
+            .top_up(topup("t2", "alice", 100, "k2"), event("t2"))
+            .await
+            .unwrap();
+        let sent = store
+            .send_gift(gift("g3", "alice", 150, "key-1", 2_000), event("g3"))
+            .await;
+        assert!(matches!(sent.unwrap(), GiftOutcome::Sent(r) if r.balance_after == 50));
+    }
+
+    pub async fn concurrent_retries_of_one_key_charge_once(store: Arc<dyn Store>) {
+        store
+            .top_up(topup("t1", "alice", 1_000, "k"), event("t1"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for attempt in 0..40 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let id = format!("g{attempt}");
+                store
+                    .send_gift(
+                        gift(&id, "alice", 100, "one-key", 1_000 + attempt),
+                        event(&id),
+                    )
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut sent = 0;
+        let mut receipts = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                GiftOutcome::Sent(receipt) => {
+                    sent += 1;
+                    receipts.push(receipt);
+                }
+                GiftOutcome::Replayed(receipt) => receipts.push(receipt),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(sent, 1, "exactly one charge for one key");
+        assert!(
+            receipts.windows(2).all(|w| w[0] == w[1]),
+            "every retry sees the same receipt"
+        );
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 900);
+        assert_eq!(store.outbox_depth().await.unwrap(), 2);
+    }
+
+    pub async fn concurrent_sends_never_overdraw(store: Arc<dyn Store>) {
+        store
+            .top_up(topup("t1", "alice", 1_000, "k"), event("t1"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..30u64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let id = format!("g{n}");
+                let key = format!("key-{n}");
+                store
+                    .send_gift(gift(&id, "alice", 50, &key, 1_000 + n), event(&id))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let (mut sent, mut refused) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                GiftOutcome::Sent(_) => sent += 1,
+                GiftOutcome::InsufficientFunds { balance } => {
+                    assert!(balance < 50);
+                    refused += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((sent, refused), (20, 10));
+        assert_eq!(store.wallet_balance("alice").await.unwrap(), 0);
+        let wallet: i64 = amounts(&*store, &account::wallet("alice"))
+            .await
+            .iter()
+            .sum();
+        assert_eq!(wallet, 0, "the ledger agrees with the balance");
+    }
+
     pub async fn last_seq_and_flush_are_barriers(store: Arc<dyn Store>) {
         // Writes queued behind one another from several tasks; once each
         // has been submitted, a barrier call sees it.
@@ -520,10 +768,16 @@ embedded_suite!(
         outbox_keeps_write_order_and_forgets_what_is_removed,
         outbox_notify_wakes_the_relay_after_a_write,
         mutes_expire_by_the_callers_clock,
-        blocked_terms_are_separate_per_scope;
+        blocked_terms_are_separate_per_scope,
+        a_top_up_credits_once_per_key,
+        a_gift_debits_records_splits_and_announces_at_once,
+        a_reused_gift_key_replays_or_conflicts_and_writes_nothing,
+        insufficient_funds_write_nothing;
     shared:
         a_duplicate_seq_fails_only_its_own_append,
         last_seq_and_flush_are_barriers,
+        concurrent_retries_of_one_key_charge_once,
+        concurrent_sends_never_overdraw,
 );
 
 /// What only the embedded backend can show.

@@ -69,6 +69,65 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL
     );
     ",
+    // 2: wallets, idempotency keys, gifts, the ledger.
+    "
+    -- Partition user_id. The CHECK is a second line behind the conditional
+    -- debit: a negative balance cannot be written even by a bug.
+    CREATE TABLE wallets (
+        user_id    TEXT    NOT NULL PRIMARY KEY,
+        balance    INTEGER NOT NULL CHECK (balance >= 0),
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Partition (owner, key): a sender's gift keys, the admin's top-up keys.
+    -- `result_id` is the gift or top-up the key produced.
+    CREATE TABLE idempotency (
+        owner       TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        fingerprint TEXT    NOT NULL,
+        result_id   TEXT    NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (owner, key)
+    ) WITHOUT ROWID;
+
+    -- Partition room_id, clustered by time: a room's leaderboard rebuild and
+    -- reconciliation read ranges of it. gift_id is unique on its own too.
+    CREATE TABLE gifts (
+        room_id         TEXT    NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        gift_id         TEXT    NOT NULL UNIQUE,
+        sender          TEXT    NOT NULL,
+        recipient       TEXT    NOT NULL,
+        gift            TEXT    NOT NULL,
+        count           INTEGER NOT NULL CHECK (count > 0),
+        unit_price      INTEGER NOT NULL CHECK (unit_price >= 0),
+        total           INTEGER NOT NULL CHECK (total >= 0),
+        creator_amount  INTEGER NOT NULL,
+        platform_amount INTEGER NOT NULL,
+        idempotency_key TEXT    NOT NULL,
+        fingerprint     TEXT    NOT NULL,
+        balance_after   INTEGER NOT NULL,
+        CHECK (creator_amount + platform_amount = total),
+        PRIMARY KEY (room_id, created_ms, gift_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE topups (
+        topup_id      TEXT    NOT NULL PRIMARY KEY,
+        user_id       TEXT    NOT NULL,
+        amount        INTEGER NOT NULL CHECK (amount > 0),
+        balance_after INTEGER NOT NULL,
+        created_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Partition account, clustered by time. Lines are only ever inserted.
+    CREATE TABLE ledger (
+        account     TEXT    NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        transfer_id TEXT    NOT NULL,
+        amount      INTEGER NOT NULL,
+        PRIMARY KEY (account, created_ms, transfer_id)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the database to the last script's version, refusing one that is newer:

@@ -3,7 +3,7 @@
 //! Writes go through the single [`writer`] thread and its group commit;
 //! reads go through the [`readers`] pool beside it. The domain SQL lives in
 //! one module per concept ([`rooms`], [`danmaku`], [`moderation`],
-//! [`outbox`]) as plain functions over a `&Connection`, so the same function
+//! [`wallets`], [`outbox`]) as plain functions over a `&Connection`, so the same function
 //! serves a write on the writer's savepoint or a read on a pooled snapshot.
 
 mod danmaku;
@@ -12,6 +12,7 @@ mod moderation;
 mod outbox;
 mod readers;
 mod rooms;
+mod wallets;
 mod writer;
 
 use std::path::Path;
@@ -23,7 +24,10 @@ use protocol::v1::DanmakuItem;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
-use crate::{Mute, OutboxEvent, OutboxRow, Result, Room, Store, StoreError, TermScope};
+use crate::{
+    GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room, Store,
+    StoreError, TermScope, TopUp, TopUpOutcome,
+};
 use readers::Readers;
 use writer::{Writer, Written};
 
@@ -253,6 +257,39 @@ impl Store for EmbeddedStore {
         let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
         self.writer
             .submit(move |conn| moderation::set_mute(conn, &room_id, &user_id, until_ms, &event))
+            .await
+    }
+
+    async fn send_gift(&self, gift: GiftRecord, event: OutboxEvent) -> Result<GiftOutcome> {
+        self.writer
+            .submit(move |conn| wallets::send_gift(conn, &gift, &event))
+            .await
+    }
+
+    async fn top_up(&self, topup: TopUp, event: OutboxEvent) -> Result<TopUpOutcome> {
+        self.writer
+            .submit(move |conn| wallets::top_up(conn, &topup, &event))
+            .await
+    }
+
+    async fn wallet_balance(&self, user_id: &str) -> Result<u64> {
+        let user_id = user_id.to_owned();
+        self.readers
+            .read(move |conn| wallets::balance(conn, &user_id))
+            .await
+    }
+
+    async fn room_gifts(&self, room_id: &str, since_ms: u64) -> Result<Vec<GiftRecord>> {
+        let room_id = room_id.to_owned();
+        self.readers
+            .read(move |conn| wallets::room_gifts(conn, &room_id, since_ms))
+            .await
+    }
+
+    async fn ledger(&self, account: &str) -> Result<Vec<LedgerLine>> {
+        let account = account.to_owned();
+        self.readers
+            .read(move |conn| wallets::ledger(conn, &account))
             .await
     }
 
