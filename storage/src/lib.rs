@@ -115,10 +115,13 @@
 //! );
 //! -- Gifts (see docs/architecture.md, "Gifts on ScyllaDB", for the steps
 //! -- and how a crash between them is recovered).
-//! CREATE TABLE wallets (
-//!     user_id    text PRIMARY KEY,
-//!     balance    bigint,              -- UPDATE ... IF balance = ? (CAS)
-//!     updated_ms bigint
+//! CREATE TABLE wallets (             -- one partition per user: a
+//!     user_id     text,               -- conditional batch on it is atomic
+//!     transfer_id text,               -- one row per debit or credit
+//!     amount      bigint,
+//!     balance     bigint STATIC,      -- ... SET balance = ? IF balance = ?
+//!     updated_ms  bigint STATIC,
+//!     PRIMARY KEY ((user_id), transfer_id)
 //! );
 //! CREATE TABLE idempotency (          -- INSERT ... IF NOT EXISTS USING TTL 172800
 //!     owner       text,
