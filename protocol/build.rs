@@ -36,6 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".live.v1.Error.retry_after_ms",
         "#[serde(skip_serializing_if = \"crate::json::is_zero\")]",
     );
+    config.field_attribute(
+        ".live.v1.Error.idempotency_key",
+        "#[serde(skip_serializing_if = \"String::is_empty\")]",
+    );
     config.field_attribute(".live.v1.Envelope.payload", "#[serde(skip)]");
     config.compile_protos(&protos, &["proto"])?;
     Ok(())

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use interactive::BatchConfig;
 
+use crate::room::GiftsConfig;
 use crate::supervision::RestartBudget;
 
 #[derive(Debug, Clone)]
@@ -39,6 +40,7 @@ impl Default for DanmakuConfig {
 #[derive(Debug, Clone)]
 pub struct ActorsConfig {
     pub danmaku: DanmakuConfig,
+    pub gifts: GiftsConfig,
     /// How often a room broadcasts its viewer count (only when it changed).
     pub presence_interval: Duration,
     /// Frames a session may fall behind the room before it is closed as a
@@ -56,6 +58,7 @@ impl Default for ActorsConfig {
     fn default() -> Self {
         Self {
             danmaku: DanmakuConfig::default(),
+            gifts: GiftsConfig::default(),
             presence_interval: Duration::from_secs(5),
             broadcast_capacity: 1024,
             session_queue: 256,

@@ -12,14 +12,34 @@ fn family(kind: &str) -> &str {
     kind.split('.').next().unwrap_or(kind)
 }
 
-/// Wraps a payload into an outbox event of `kind` for `room_id`.
+/// Wraps a payload into an outbox event of `kind` for `room_id`, with a
+/// fresh UUIDv7 id.
 pub fn outbox_event(
     kind: &str,
     room_id: &str,
     time_ms: u64,
     payload: &impl Message,
 ) -> OutboxEvent {
-    let id = uuid::Uuid::now_v7().to_string();
+    outbox_event_with_id(
+        uuid::Uuid::now_v7().to_string(),
+        kind,
+        room_id,
+        time_ms,
+        payload,
+    )
+}
+
+/// The same with the id given: an event announcing a fact that has its own
+/// id (a gift) carries that id, so consumers dedupe by the fact's id.
+/// `scope` is the subject's last token: the room, or the user for wallets.
+pub fn outbox_event_with_id(
+    id: String,
+    kind: &str,
+    scope: &str,
+    time_ms: u64,
+    payload: &impl Message,
+) -> OutboxEvent {
+    let room_id = scope;
     let envelope = Envelope {
         id: id.clone(),
         kind: kind.to_owned(),
@@ -40,6 +60,9 @@ pub const DANMAKU_BATCH: &str = "danmaku.batch";
 pub const MODERATION: &str = "moderation.action";
 pub const STREAM_STARTED: &str = "stream.started";
 pub const STREAM_ENDED: &str = "stream.ended";
+pub const GIFT_SENT: &str = "gift.sent";
+pub const WALLET_TOPPED_UP: &str = "wallet.topped_up";
+pub const GIFT_GOAL_REACHED: &str = "gift_goal.reached";
 
 #[cfg(test)]
 mod tests {

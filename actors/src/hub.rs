@@ -215,5 +215,6 @@ pub fn error_frame(
         message: message.into(),
         client_msg_id: client_msg_id.to_owned(),
         retry_after_ms,
+        ..Default::default()
     })
 }

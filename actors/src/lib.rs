@@ -47,7 +47,9 @@ pub mod supervision;
 pub use config::{ActorsConfig, DanmakuConfig};
 pub use engine::{Actors, EngineSupervisor};
 pub use hub::{Broadcast, RoomHub, SessionTx};
-pub use room::{RoomError, RoomMsg, RoomSupervisorMsg};
+pub use room::{
+    GiftAnswer, GiftRefusal, GiftSubmit, GiftsConfig, RoomError, RoomMsg, RoomSupervisorMsg,
+};
 pub use session::{Grants, SessionInfo, SessionSupervisorMsg, UserMsg};
 
 /// Milliseconds since the Unix epoch: the wall-clock time stamped on

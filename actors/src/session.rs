@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use interactive::SlidingWindowLimiter;
-use protocol::v1::{Pong, client_frame};
+use interactive::gifts::GiftRequest;
+use protocol::v1::server_frame::Frame;
+use protocol::v1::{GiftReceipt as GiftReceiptFrame, Pong, client_frame};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::config::ActorsConfig;
 use crate::hub::{RoomHub, SessionTx, error_frame};
-use crate::room::{RoomMsg, Submit};
+use crate::room::{GiftRefusal, GiftSubmit, RoomMsg, Submit};
 
 /// What a session's token allows inside its room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct Grants {
     pub chat: bool,
     /// Moderators are exempt from the rate limit.
     pub moderate: bool,
+    /// May send gifts (spending the user's own coins).
+    pub gift: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +82,7 @@ impl Actor for UserActor {
                 }));
             }
             client_frame::Frame::Danmaku(input) => state.danmaku(input),
+            client_frame::Frame::Gift(input) => state.gift(input),
             // A media-plane command: the connection task sends it there.
             client_frame::Frame::Layer(_) => {}
         }
@@ -134,6 +139,65 @@ impl UserArgs {
             );
         }
     }
+}
+
+impl UserArgs {
+    /// Grant check, then to the room; the answer (receipt or error) comes
+    /// back to this session only, the broadcast to everyone.
+    fn gift(&mut self, input: protocol::v1::SendGift) {
+        let key = input.idempotency_key.clone();
+        if !self.info.grants.gift {
+            return self.tx.send(gift_error(
+                "forbidden",
+                "your token has no `gift` grant",
+                &key,
+            ));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let submit = GiftSubmit {
+            user_id: self.info.user_id.clone(),
+            name: self.info.name.clone(),
+            request: GiftRequest {
+                gift_id: input.gift_id,
+                count: input.count,
+                to: input.to,
+                idempotency_key: input.idempotency_key,
+            },
+            reply,
+        };
+        let delivered = self
+            .hub
+            .actor()
+            .is_some_and(|room| room.cast(RoomMsg::Gift(Box::new(submit))).is_ok());
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let frame = match answer.await {
+                _ if !delivered => refusal_frame(&GiftRefusal::unavailable(), &key),
+                Ok(Ok(answer)) => Frame::GiftReceipt(GiftReceiptFrame {
+                    idempotency_key: key,
+                    id: answer.receipt.gift.gift_id,
+                    balance: answer.receipt.balance_after,
+                    replayed: answer.replayed,
+                }),
+                Ok(Err(refusal)) => refusal_frame(&refusal, &key),
+                Err(_) => refusal_frame(&GiftRefusal::unavailable(), &key),
+            };
+            tx.send(frame);
+        });
+    }
+}
+
+fn refusal_frame(refusal: &GiftRefusal, key: &str) -> Frame {
+    gift_error(refusal.code, &refusal.message, key)
+}
+
+fn gift_error(code: &str, message: &str, key: &str) -> Frame {
+    Frame::Error(protocol::v1::Error {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        idempotency_key: key.to_owned(),
+        ..Default::default()
+    })
 }
 
 /// The limiter every session of one user in one room shares.

@@ -47,6 +47,22 @@ pub const STREAMS: &[StreamSpec] = &[
         subjects: "live.moderation.>",
         max_age: Duration::from_secs(30 * 24 * 3600),
     },
+    // Money: kept a year, so billing can replay and reconcile any period.
+    StreamSpec {
+        name: "LIVE_GIFTS",
+        subjects: "live.gift.>",
+        max_age: Duration::from_secs(365 * 24 * 3600),
+    },
+    StreamSpec {
+        name: "LIVE_WALLETS",
+        subjects: "live.wallet.>",
+        max_age: Duration::from_secs(365 * 24 * 3600),
+    },
+    StreamSpec {
+        name: "LIVE_GIFT_GOALS",
+        subjects: "live.gift_goal.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
 ];
 
 #[derive(Debug, Clone)]

@@ -37,6 +37,7 @@ pub struct Config {
     /// Subscribers of one stream at once; beyond it WHEP answers 503.
     pub media_max_subscribers_per_stream: usize,
     pub danmaku: DanmakuSection,
+    pub gifts: GiftsSection,
     pub ws: WsSection,
     pub store: StoreSection,
     /// How long a graceful shutdown may take before it gives up waiting.
@@ -58,6 +59,34 @@ pub struct DanmakuSection {
     /// Blocked terms applied in every room, on top of those managed through
     /// the API.
     pub blocked_terms: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GiftsSection {
+    /// The creator's share of every gift, in percent (the platform keeps
+    /// the rest).
+    pub creator_share_percent: u32,
+    /// Same sender, same gift within this long: one combo.
+    pub combo_window_ms: u64,
+    /// Gifters in a room's `leaderboard` frame.
+    pub leaderboard_size: usize,
+    /// Every room's gift goal in coins; 0: no goal.
+    pub goal_coins: u64,
+    pub goal_window_s: u64,
+    /// Gifts added to the default catalog, or replacing one with the same id.
+    pub catalog: Vec<GiftEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiftEntry {
+    pub id: String,
+    pub name: String,
+    pub price: u64,
+    pub tier: u8,
+    #[serde(default)]
+    pub combo: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +120,7 @@ impl Default for Config {
             media_max_peers: 5000,
             media_max_subscribers_per_stream: 2000,
             danmaku: DanmakuSection::default(),
+            gifts: GiftsSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
             shutdown_timeout_s: 10,
@@ -111,6 +141,19 @@ impl Default for DanmakuSection {
             history_limit: 1000,
             presence_interval_ms: 5000,
             blocked_terms: Vec::new(),
+        }
+    }
+}
+
+impl Default for GiftsSection {
+    fn default() -> Self {
+        Self {
+            creator_share_percent: 70,
+            combo_window_ms: 3000,
+            leaderboard_size: 10,
+            goal_coins: 0,
+            goal_window_s: 600,
+            catalog: Vec::new(),
         }
     }
 }
@@ -149,6 +192,7 @@ const ENV_KEYS: &[&str] = &[
     "media_max_peers",
     "media_max_subscribers_per_stream",
     "danmaku",
+    "gifts",
     "ws",
     "store",
     "shutdown_timeout_s",
@@ -237,10 +281,47 @@ impl Config {
                 "admin_key must be at least 16 characters",
             ),
         ];
-        match checks.iter().find(|(bad, _)| *bad) {
-            Some((_, message)) => Err((*message).to_owned()),
-            None => Ok(()),
+        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err((*message).to_owned());
         }
+        self.validate_gifts()
+    }
+
+    fn validate_gifts(&self) -> Result<(), String> {
+        let g = &self.gifts;
+        if g.creator_share_percent > 100 {
+            return Err("gifts.creator_share_percent must be 0 to 100".into());
+        }
+        if g.leaderboard_size == 0 {
+            return Err("gifts.leaderboard_size must be at least 1".into());
+        }
+        if g.goal_coins > 0 && g.goal_window_s == 0 {
+            return Err("gifts.goal_window_s must be at least 1 when goal_coins is set".into());
+        }
+        for gift in &g.catalog {
+            let id_ok = !gift.id.is_empty()
+                && gift.id.len() <= 64
+                && gift
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !id_ok {
+                return Err(format!(
+                    "gifts.catalog: id `{}` must be 1 to 64 characters of a-z, 0-9 or `-`",
+                    gift.id
+                ));
+            }
+            if gift.name.trim().is_empty() || !(1..=5).contains(&gift.tier) {
+                return Err(format!(
+                    "gifts.catalog: `{}` needs a name and a tier from 1 to 5",
+                    gift.id
+                ));
+            }
+            if gift.price > interactive::gifts::MAX_AMOUNT {
+                return Err(format!("gifts.catalog: `{}` is priced too high", gift.id));
+            }
+        }
+        Ok(())
     }
 
     pub fn actors(&self) -> actors::ActorsConfig {
@@ -254,10 +335,33 @@ impl Config {
                 recovery_limit: d.recovery_limit,
                 dedupe_capacity: 1024,
             },
+            gifts: self.gifts(),
             presence_interval: Duration::from_millis(d.presence_interval_ms),
             broadcast_capacity: self.ws.broadcast_capacity,
             session_queue: self.ws.session_queue,
             ..actors::ActorsConfig::default()
+        }
+    }
+
+    fn gifts(&self) -> actors::GiftsConfig {
+        let g = &self.gifts;
+        let mut catalog = interactive::gifts::Catalog::default_gifts();
+        for entry in &g.catalog {
+            catalog.upsert(interactive::gifts::Gift {
+                id: entry.id.clone(),
+                name: entry.name.clone(),
+                price: entry.price,
+                tier: entry.tier,
+                combo: entry.combo,
+            });
+        }
+        actors::GiftsConfig {
+            catalog: std::sync::Arc::new(catalog),
+            creator_share_bps: g.creator_share_percent * 100,
+            combo_window_ms: g.combo_window_ms,
+            leaderboard_size: g.leaderboard_size,
+            goal: (g.goal_coins > 0).then(|| (g.goal_coins, Duration::from_secs(g.goal_window_s))),
+            ..actors::GiftsConfig::default()
         }
     }
 

@@ -80,7 +80,9 @@ impl Engine {
             }
         };
         let dyn_store: Arc<dyn Store> = store.clone();
-        let actors = Actors::start(dyn_store.clone(), bus, config.actors())
+        let actors_config = config.actors();
+        let catalog = actors_config.gifts.catalog.clone();
+        let actors = Actors::start(dyn_store.clone(), bus, actors_config)
             .await
             .context("cannot start the actor tree")?;
         seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
@@ -107,6 +109,7 @@ impl Engine {
             actors: actors.clone(),
             store: dyn_store,
             media: media.clone(),
+            catalog,
             auth: Arc::new(Auth::new(&admin_key)),
             config: Arc::new(config.gateway()),
             metrics: metrics_handle(),

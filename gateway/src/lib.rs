@@ -28,7 +28,7 @@ pub use auth::{Auth, Claims, Grant, Principal};
 pub use error::ApiError;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, media, moderation, ops, rooms, tokens};
+use routes::{danmaku, gifts, media, moderation, ops, rooms, tokens};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
@@ -41,6 +41,11 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/rooms", post(rooms::create).get(rooms::list))
         .route("/v1/rooms/{room}", get(rooms::get).delete(rooms::delete))
         .route("/v1/rooms/{room}/ws", get(ws::connect))
+        .route("/v1/rooms/{room}/gifts", post(gifts::send))
+        .route("/v1/rooms/{room}/leaderboard", get(gifts::leaderboard))
+        .route("/v1/gifts", get(gifts::catalog))
+        .route("/v1/wallets/{user}", get(gifts::wallet))
+        .route("/v1/wallets/{user}/topup", post(gifts::top_up))
         .route("/v1/rooms/{room}/streams", get(media::streams))
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))

@@ -48,6 +48,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The media plane (WHIP/WHEP sessions).
     pub media: sfu::MediaPlane,
+    /// The gifts on offer (the rooms price sends with the same catalog).
+    pub catalog: Arc<interactive::gifts::Catalog>,
     pub auth: Arc<Auth>,
     pub config: Arc<GatewayConfig>,
     pub metrics: PrometheusHandle,

@@ -126,6 +126,7 @@ impl Session {
             grants: Grants {
                 chat: self.principal.has(Grant::Chat, self.hub.room_id()),
                 moderate: self.principal.has(Grant::Moderate, self.hub.room_id()),
+                gift: self.principal.has(Grant::Gift, self.hub.room_id()),
             },
         };
         let started = ractor::call_t!(

@@ -29,6 +29,7 @@ use protocol::v1::{
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use storage::{Room, Store, TermScope};
 
+use super::gifts::{GiftRefusal, RoomGifts};
 use super::{RoomError, RoomMsg, Submit};
 use crate::config::ActorsConfig;
 use crate::events::{self, outbox_event};
@@ -71,6 +72,11 @@ pub struct RoomState {
     drain_waiters: Vec<RpcReplyPort<()>>,
     closing: Option<RpcReplyPort<()>>,
     last_presence: u64,
+    gifts: RoomGifts,
+    /// Gift sends the store has not answered yet: a drain or close waits
+    /// for them, so no sender is left without its receipt.
+    gifts_in_flight: usize,
+    leaderboard_tick_pending: bool,
 }
 
 struct Accepted {
@@ -127,6 +133,14 @@ impl Actor for RoomActor {
                 after = last;
             }
         }
+        // A room is one live session: its leaderboard covers its gifts.
+        let gifts = RoomGifts::load(
+            config.gifts.clone(),
+            store.as_ref(),
+            &room_id,
+            room.created_ms,
+        )
+        .await?;
         let filter = TermFilter::new(global_terms.iter().chain(room_terms.iter()));
         tracing::info!(room = %room_id, seq = committed_seq, "room started");
         hub.set_actor(Some(myself));
@@ -153,6 +167,9 @@ impl Actor for RoomActor {
             drain_waiters: Vec::new(),
             closing: None,
             last_presence: u64::MAX,
+            gifts,
+            gifts_in_flight: 0,
+            leaderboard_tick_pending: false,
             config,
         })
     }
@@ -211,6 +228,34 @@ impl Actor for RoomActor {
             } => {
                 let result = state.mute(user_id, until_ms, &by).await;
                 let _ = reply.send(result);
+            }
+            RoomMsg::Gift(submit) => {
+                if state.closing.is_some() {
+                    let _ = submit.reply.send(Err(GiftRefusal::unavailable()));
+                } else if state
+                    .gifts
+                    .submit(&state.room_id, &state.store, &myself, *submit)
+                {
+                    state.gifts_in_flight += 1;
+                }
+            }
+            RoomMsg::GiftStored(stored) => {
+                state.gifts_in_flight = state.gifts_in_flight.saturating_sub(1);
+                if let Some(event) = state.gifts.stored(&state.room_id, &state.hub, *stored) {
+                    // The goal's event carries no money: appended after the
+                    // gift that reached it, like a stream's events.
+                    state.store.append_event(event).await?;
+                }
+                state.schedule_leaderboard(&myself);
+                state.settle(&myself);
+            }
+            RoomMsg::LeaderboardTick => {
+                state.leaderboard_tick_pending = false;
+                state.gifts.publish_leaderboard(&state.hub, now_ms());
+                state.schedule_leaderboard(&myself);
+            }
+            RoomMsg::Leaderboard(reply) => {
+                let _ = reply.send(state.gifts.top());
             }
             RoomMsg::Drain(reply) => {
                 state.drain_waiters.push(reply);
@@ -406,7 +451,7 @@ impl RoomState {
 
     /// Answers drains and finishes a close once nothing is pending.
     fn settle(&mut self, myself: &ActorRef<RoomMsg>) {
-        if self.writing.is_some() || !self.unwritten.is_empty() {
+        if self.writing.is_some() || !self.unwritten.is_empty() || self.gifts_in_flight > 0 {
             return;
         }
         // Only a drain or a close cuts the batching window short; otherwise
@@ -433,6 +478,17 @@ impl RoomState {
             self.hub.close(HubClosed::RoomClosed);
             let _ = reply.send(());
             myself.stop(Some("room closed".into()));
+        }
+    }
+
+    /// Wakes the room when a throttled leaderboard frame is owed.
+    fn schedule_leaderboard(&mut self, myself: &ActorRef<RoomMsg>) {
+        if self.leaderboard_tick_pending {
+            return;
+        }
+        if let Some(wait) = self.gifts.leaderboard_wait(now_ms()) {
+            self.leaderboard_tick_pending = true;
+            myself.send_after(wait, || RoomMsg::LeaderboardTick);
         }
     }
 

@@ -1,9 +1,11 @@
 //! Rooms: one [`RoomActor`] per live room under the [`RoomSupervisor`].
 
 mod actor;
+mod gifts;
 mod supervisor;
 
 pub use actor::{RoomActor, RoomArgs};
+pub use gifts::{GiftAnswer, GiftRefusal, GiftStored, GiftSubmit, GiftsConfig, RoomGifts};
 pub use supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 
 use protocol::v1::SendDanmaku;
@@ -70,7 +72,15 @@ pub enum RoomMsg {
         by: String,
         reply: RpcReplyPort<Result<(), RoomError>>,
     },
-    /// Replies once every accepted danmaku is committed and broadcast.
+    Gift(Box<GiftSubmit>),
+    /// The store answered a gift send started by the room.
+    GiftStored(Box<GiftStored>),
+    /// A throttled leaderboard frame is due.
+    LeaderboardTick,
+    /// The room's top gifters, highest first.
+    Leaderboard(RpcReplyPort<Vec<(String, u64)>>),
+    /// Replies once every accepted danmaku is committed and broadcast and
+    /// every gift in flight is answered.
     Drain(RpcReplyPort<()>),
     /// The room was deleted: drain, tell every session, stop.
     Close(RpcReplyPort<()>),
@@ -90,6 +100,10 @@ impl std::fmt::Debug for RoomMsg {
             Self::GlobalTerms(_) => "GlobalTerms",
             Self::RoomTerms(_) => "RoomTerms",
             Self::Mute { .. } => "Mute",
+            Self::Gift(_) => "Gift",
+            Self::GiftStored(_) => "GiftStored",
+            Self::LeaderboardTick => "LeaderboardTick",
+            Self::Leaderboard(_) => "Leaderboard",
             Self::Drain(_) => "Drain",
             Self::Close(_) => "Close",
             Self::Crash => "Crash",

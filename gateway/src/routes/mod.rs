@@ -2,6 +2,7 @@
 //! authorize, call the actor tree or a repository, map the result.
 
 pub mod danmaku;
+pub mod gifts;
 pub mod media;
 pub mod moderation;
 pub mod ops;

@@ -1,0 +1,391 @@
+//! A room's gifting: from a validated request to a committed, announced,
+//! broadcast gift.
+//!
+//! ```text
+//! GiftSubmit -> interactive::gifts::charge (catalog, count, self, overflow)
+//!            -> store.send_gift (off the actor: key, conditional debit, rows,
+//!               ledger, `gift.sent` outbox row, in one transaction)
+//!            -> GiftStored back in the actor -> combo, leaderboard, goal
+//!            -> `gift` broadcast (encoded once) + receipt to the sender
+//! ```
+//!
+//! The store is the judge of money: idempotency and balances are decided
+//! there, in one transaction, so a retry racing its original or a RoomActor
+//! restart between the two cannot charge twice. The actor only keeps the
+//! room's running views (combos, leaderboard, goal), which it rebuilds from
+//! the store's gift rows when it starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use interactive::gifts::{
+    self, Catalog, ComboTracker, GiftRequest, Goal, InvalidGift, Leaderboard,
+};
+use protocol::v1::{
+    GiftGoal, GiftGoalReached, GiftItem, GiftSent, Leaderboard as LeaderboardFrame,
+    LeaderboardEntry, server_frame::Frame,
+};
+use ractor::ActorRef;
+use storage::{GiftOutcome, GiftReceipt, GiftRecord, Store};
+use tokio::sync::oneshot;
+
+use super::RoomMsg;
+use crate::events::{self, outbox_event, outbox_event_with_id};
+use crate::hub::{Broadcast, RoomHub};
+use crate::now_ms;
+
+/// Gift settings shared by every room.
+#[derive(Debug, Clone)]
+pub struct GiftsConfig {
+    pub catalog: Arc<Catalog>,
+    /// The creator's share of each gift, basis points (7000 = 70 %).
+    pub creator_share_bps: u32,
+    pub combo_window_ms: u64,
+    /// Gifters listed in a `leaderboard` frame.
+    pub leaderboard_size: usize,
+    /// At most one `leaderboard` frame per this interval.
+    pub leaderboard_interval: Duration,
+    /// Every room's gift goal: `(target coins, window)`; `None` for none.
+    pub goal: Option<(u64, Duration)>,
+}
+
+impl Default for GiftsConfig {
+    fn default() -> Self {
+        Self {
+            catalog: Arc::new(Catalog::default_gifts()),
+            creator_share_bps: gifts::DEFAULT_CREATOR_SHARE_BPS,
+            combo_window_ms: gifts::DEFAULT_COMBO_WINDOW_MS,
+            leaderboard_size: 10,
+            leaderboard_interval: Duration::from_secs(1),
+            goal: None,
+        }
+    }
+}
+
+/// A gift on its way to its room, from a WebSocket session or the HTTP API.
+#[derive(Debug)]
+pub struct GiftSubmit {
+    pub user_id: String,
+    pub name: String,
+    pub request: GiftRequest,
+    pub reply: oneshot::Sender<Result<GiftAnswer, GiftRefusal>>,
+}
+
+/// A gift the store accepted: now, or earlier for a retried key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftAnswer {
+    pub receipt: GiftReceipt,
+    pub replayed: bool,
+}
+
+/// Why a gift was not sent; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftRefusal {
+    /// A stable code (see the protocol's `Error` frame).
+    pub code: &'static str,
+    pub message: String,
+    /// For `insufficient_funds`: what the wallet holds.
+    pub balance: Option<u64>,
+}
+
+impl GiftRefusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            balance: None,
+        }
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(
+            "unavailable",
+            "the room is restarting, please retry with the same key",
+        )
+    }
+}
+
+impl From<InvalidGift> for GiftRefusal {
+    fn from(invalid: InvalidGift) -> Self {
+        Self::new(invalid.code(), invalid.message())
+    }
+}
+
+/// The store's answer for a send, back in the actor.
+pub struct GiftStored {
+    submit: GiftSubmit,
+    result: Result<GiftOutcome, storage::StoreError>,
+}
+
+/// The room's running views of gifting.
+pub struct RoomGifts {
+    config: GiftsConfig,
+    combos: ComboTracker,
+    leaderboard: Leaderboard,
+    goal: Option<Goal>,
+    /// When the last `leaderboard` frame went out, and whether a newer one
+    /// is owed (sent by the next tick).
+    last_leaderboard_ms: u64,
+    leaderboard_owed: bool,
+}
+
+impl RoomGifts {
+    /// Rebuilds the leaderboard from the gifts committed since `since_ms`
+    /// (the room's live session), so a restart shows the same ranking.
+    pub async fn load(
+        config: GiftsConfig,
+        store: &dyn Store,
+        room_id: &str,
+        since_ms: u64,
+    ) -> Result<Self, storage::StoreError> {
+        let mut leaderboard = Leaderboard::default();
+        for gift in store.room_gifts(room_id, since_ms).await? {
+            leaderboard.add(&gift.sender, gift.total);
+        }
+        let now = now_ms();
+        Ok(Self {
+            goal: config
+                .goal
+                .map(|(target, window)| Goal::new(target, window.as_millis() as u64, now)),
+            combos: ComboTracker::new(config.combo_window_ms),
+            config,
+            leaderboard,
+            last_leaderboard_ms: 0,
+            leaderboard_owed: false,
+        })
+    }
+
+    /// Prices the request and hands it to the store without blocking the
+    /// actor; the answer comes back as [`RoomMsg::GiftStored`]. Returns
+    /// whether it went to the store (`false`: refused here and answered).
+    pub fn submit(
+        &self,
+        room_id: &str,
+        store: &Arc<dyn Store>,
+        myself: &ActorRef<RoomMsg>,
+        submit: GiftSubmit,
+    ) -> bool {
+        let charge = match gifts::charge(
+            &self.config.catalog,
+            room_id,
+            &submit.user_id,
+            &submit.request,
+            self.config.creator_share_bps,
+        ) {
+            Ok(charge) => charge,
+            Err(invalid) => {
+                metrics::counter!("live_gifts_rejected_total", "reason" => invalid.code())
+                    .increment(1);
+                let _ = submit.reply.send(Err(invalid.into()));
+                return false;
+            }
+        };
+        let gift_id = uuid::Uuid::now_v7().to_string();
+        let created_ms = now_ms();
+        let record = GiftRecord {
+            gift_id: gift_id.clone(),
+            room_id: room_id.to_owned(),
+            sender: charge.from,
+            recipient: charge.to,
+            gift: charge.gift_id,
+            count: charge.count,
+            unit_price: charge.unit_price,
+            total: charge.split.total,
+            creator_amount: charge.split.creator,
+            platform_amount: charge.split.platform,
+            idempotency_key: charge.idempotency_key,
+            fingerprint: charge.fingerprint,
+            created_ms,
+        };
+        let event = outbox_event_with_id(
+            gift_id,
+            events::GIFT_SENT,
+            room_id,
+            created_ms,
+            &gift_sent(&record),
+        );
+        let (store, myself) = (Arc::clone(store), myself.clone());
+        tokio::spawn(async move {
+            let result = store.send_gift(record, event).await;
+            let stored = GiftStored { submit, result };
+            // The actor is gone (restarting): the send may have committed;
+            // the client retries with its key and learns which.
+            if let Err(ractor::MessagingErr::SendErr(RoomMsg::GiftStored(stored))) =
+                myself.cast(RoomMsg::GiftStored(Box::new(stored)))
+            {
+                let _ = stored.submit.reply.send(Err(GiftRefusal::unavailable()));
+            }
+        });
+        true
+    }
+
+    /// Answers the sender and, for a new send, updates the room's views and
+    /// broadcasts. Returns an event to append when the goal was reached.
+    pub fn stored(
+        &mut self,
+        room_id: &str,
+        hub: &RoomHub,
+        stored: GiftStored,
+    ) -> Option<storage::OutboxEvent> {
+        let GiftStored { submit, result } = stored;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(room = %room_id, %error, "gift not stored");
+                let _ = submit.reply.send(Err(GiftRefusal::unavailable()));
+                return None;
+            }
+        };
+        let (receipt, replayed) = match outcome {
+            GiftOutcome::Sent(receipt) => (receipt, false),
+            GiftOutcome::Replayed(receipt) => (receipt, true),
+            GiftOutcome::KeyConflict => {
+                metrics::counter!("live_gifts_rejected_total", "reason" => "idempotency_conflict")
+                    .increment(1);
+                let refusal = GiftRefusal::new(
+                    "idempotency_conflict",
+                    "this idempotency key was used for a different gift",
+                );
+                let _ = submit.reply.send(Err(refusal));
+                return None;
+            }
+            GiftOutcome::InsufficientFunds { balance } => {
+                metrics::counter!("live_gifts_rejected_total", "reason" => "insufficient_funds")
+                    .increment(1);
+                let refusal = GiftRefusal {
+                    balance: Some(balance),
+                    ..GiftRefusal::new("insufficient_funds", "not enough coins in your wallet")
+                };
+                let _ = submit.reply.send(Err(refusal));
+                return None;
+            }
+        };
+        let mut goal_event = None;
+        if !replayed {
+            metrics::counter!("live_gifts_total").increment(1);
+            metrics::counter!("live_gift_coins_total").increment(receipt.gift.total);
+            goal_event = self.apply(room_id, hub, &submit.name, &receipt.gift);
+        }
+        let _ = submit.reply.send(Ok(GiftAnswer { receipt, replayed }));
+        goal_event
+    }
+
+    fn apply(
+        &mut self,
+        room_id: &str,
+        hub: &RoomHub,
+        name: &str,
+        gift: &GiftRecord,
+    ) -> Option<storage::OutboxEvent> {
+        let catalog_gift = self.config.catalog.get(&gift.gift);
+        let (combo_id, combo_count) = match catalog_gift {
+            Some(g) if g.combo => {
+                let combo = self.combos.record(
+                    &gift.sender,
+                    &gift.gift,
+                    gift.count,
+                    &gift.gift_id,
+                    gift.created_ms,
+                );
+                (combo.combo_id, combo.total)
+            }
+            _ => (gift.gift_id.clone(), u64::from(gift.count)),
+        };
+        self.combos.expire(gift.created_ms);
+        hub.publish(Broadcast::new(
+            Frame::Gift(GiftItem {
+                id: gift.gift_id.clone(),
+                user_id: gift.sender.clone(),
+                name: name.to_owned(),
+                to: gift.recipient.clone(),
+                gift_id: gift.gift.clone(),
+                gift_name: catalog_gift.map(|g| g.name.clone()).unwrap_or_default(),
+                tier: catalog_gift.map_or(1, |g| u32::from(g.tier)),
+                count: gift.count,
+                coins: gift.total,
+                combo_id,
+                combo_count,
+                ts_ms: gift.created_ms,
+            }),
+            None,
+        ));
+        self.leaderboard.add(&gift.sender, gift.total);
+        self.leaderboard_owed = true;
+        self.publish_leaderboard(hub, gift.created_ms);
+        let goal = self.goal.as_mut()?;
+        let reached = goal.add(gift.total, gift.created_ms);
+        hub.publish(Broadcast::new(
+            Frame::GiftGoal(GiftGoal {
+                target: goal.target,
+                coins: goal.progress(),
+                window_ms: goal.window_ms,
+                reached: goal.progress() >= goal.target,
+            }),
+            None,
+        ));
+        let coins = reached?;
+        Some(outbox_event(
+            events::GIFT_GOAL_REACHED,
+            room_id,
+            gift.created_ms,
+            &GiftGoalReached {
+                room_id: room_id.to_owned(),
+                target: goal.target,
+                coins,
+                window_ms: goal.window_ms,
+            },
+        ))
+    }
+
+    /// Sends the leaderboard if one is owed and the interval has passed;
+    /// called after each gift and by the room's tick.
+    pub fn publish_leaderboard(&mut self, hub: &RoomHub, now_ms: u64) {
+        let interval = self.config.leaderboard_interval.as_millis() as u64;
+        if !self.leaderboard_owed || now_ms.saturating_sub(self.last_leaderboard_ms) < interval {
+            return;
+        }
+        self.leaderboard_owed = false;
+        self.last_leaderboard_ms = now_ms;
+        let entries = self
+            .leaderboard
+            .top(self.config.leaderboard_size)
+            .into_iter()
+            .map(|(user_id, coins)| LeaderboardEntry { user_id, coins })
+            .collect();
+        hub.publish(Broadcast::new(
+            Frame::Leaderboard(LeaderboardFrame { entries }),
+            None,
+        ));
+    }
+
+    /// How long until an owed leaderboard frame may go out, if one is owed.
+    pub fn leaderboard_wait(&self, now_ms: u64) -> Option<Duration> {
+        if !self.leaderboard_owed {
+            return None;
+        }
+        let interval = self.config.leaderboard_interval.as_millis() as u64;
+        let due = self.last_leaderboard_ms.saturating_add(interval);
+        Some(Duration::from_millis(due.saturating_sub(now_ms).max(1)))
+    }
+
+    /// The current top gifters, for a joining session or the HTTP API.
+    pub fn top(&self) -> Vec<(String, u64)> {
+        self.leaderboard.top(self.config.leaderboard_size)
+    }
+}
+
+fn gift_sent(gift: &GiftRecord) -> GiftSent {
+    GiftSent {
+        gift_id: gift.gift_id.clone(),
+        room_id: gift.room_id.clone(),
+        sender: gift.sender.clone(),
+        recipient: gift.recipient.clone(),
+        gift: gift.gift.clone(),
+        count: gift.count,
+        unit_price: gift.unit_price,
+        total: gift.total,
+        creator_amount: gift.creator_amount,
+        platform_amount: gift.platform_amount,
+        created_ms: gift.created_ms,
+    }
+}

@@ -1,0 +1,381 @@
+//! Gifts against a real engine: catalog, top-ups, sends over WebSocket and
+//! HTTP with Stripe-style idempotency, combos, the leaderboard (also after
+//! a RoomActor restart), and every refusal leaving the wallet untouched.
+
+mod common;
+
+use common::{ADMIN_KEY, Client, TestEngine};
+use protocol::v1::server_frame::Frame;
+use serde_json::{Value, json};
+
+struct Posted {
+    status: u16,
+    body: Value,
+}
+
+async fn post(t: &TestEngine, path: &str, token: &str, key: Option<&str>, body: Value) -> Posted {
+    let mut request = t
+        .http
+        .post(format!("{}{path}", t.base))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    Posted {
+        status: response.status().as_u16(),
+        body: response.json().await.unwrap_or(Value::Null),
+    }
+}
+
+async fn top_up(t: &TestEngine, user: &str, amount: i64, key: &str) -> Posted {
+    let path = format!("/v1/wallets/{user}/topup");
+    post(t, &path, ADMIN_KEY, Some(key), json!({ "amount": amount })).await
+}
+
+async fn balance(t: &TestEngine, user: &str) -> u64 {
+    let response = t
+        .http
+        .get(format!("{}/v1/wallets/{user}", t.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["balance"].as_u64().unwrap()
+}
+
+async fn gift(t: &TestEngine, token: &str, key: Option<&str>, body: Value) -> Posted {
+    post(t, "/v1/rooms/r1/gifts", token, key, body).await
+}
+
+/// The next frame that is not presence or a leaderboard/goal update.
+async fn next_gift_frame(client: &mut Client) -> Frame {
+    loop {
+        match client.next_frame().await {
+            Frame::Presence(_) | Frame::Leaderboard(_) | Frame::GiftGoal(_) => continue,
+            frame => return frame,
+        }
+    }
+}
+
+async fn next_leaderboard(client: &mut Client) -> Vec<(String, u64)> {
+    loop {
+        if let Frame::Leaderboard(board) = client.next_frame().await {
+            return board
+                .entries
+                .into_iter()
+                .map(|e| (e.user_id, e.coins))
+                .collect();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lists_the_default_gifts_without_a_token() {
+    let t = TestEngine::start().await;
+    let catalog = t.get_json("/v1/gifts").await;
+    let gifts = catalog["gifts"].as_array().unwrap();
+    assert!(gifts.len() >= 5, "{catalog}");
+    let heart = gifts.iter().find(|g| g["id"] == "heart").unwrap();
+    assert_eq!(heart["price"], 10);
+    assert_eq!(heart["combo"], true);
+    assert!(heart["tier"].as_u64().is_some() && heart["name"].is_string());
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_ups_are_admin_only_idempotent_and_wallets_private() {
+    let t = TestEngine::start().await;
+    let credited = top_up(&t, "alice", 1_000, "pay-1").await;
+    assert_eq!(credited.status, 201, "{}", credited.body);
+    assert_eq!(credited.body["balance"], 1_000);
+    let replayed = top_up(&t, "alice", 1_000, "pay-1").await;
+    assert_eq!(replayed.status, 200, "{}", replayed.body);
+    assert_eq!(replayed.body["replayed"], true);
+    let conflict = top_up(&t, "alice", 5, "pay-1").await;
+    assert_eq!(conflict.status, 409);
+    assert_eq!(conflict.body["error"]["code"], "idempotency_conflict");
+    let missing = post(
+        &t,
+        "/v1/wallets/alice/topup",
+        ADMIN_KEY,
+        None,
+        json!({ "amount": 5 }),
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.body["error"]["code"], "invalid_idempotency_key");
+    for amount in [0, -5] {
+        let refused = top_up(&t, "alice", amount, &format!("bad-{amount}")).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "invalid_amount");
+    }
+    assert_eq!(balance(&t, "alice").await, 1_000);
+
+    let alice = t.token("alice", "r1", &["gift"]).await;
+    let by_user = post(
+        &t,
+        "/v1/wallets/alice/topup",
+        &alice,
+        Some("k"),
+        json!({ "amount": 5 }),
+    )
+    .await;
+    assert_eq!(by_user.status, 403, "only the admin tops up");
+    let own = t
+        .http
+        .get(format!("{}/v1/wallets/alice", t.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let other = t
+        .http
+        .get(format!("{}/v1/wallets/bob", t.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403, "another user's wallet is private");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gift_over_websocket_is_charged_once_broadcast_and_combos() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 1_000, "pay-1").await.status, 201);
+    let watcher = t.chatter("watcher", "r1").await;
+    let alice_token = t.token("alice", "r1", &["subscribe", "gift"]).await;
+    let mut alice = Client::connect(&t.ws_url("r1"), &alice_token, None).await;
+    let mut watcher = watcher;
+
+    let send = |key: &str, count: i64| json!({ "type": "gift", "gift_id": "heart", "count": count, "to": "streamer", "idempotency_key": key });
+    alice.send_json(send("g-1", 2)).await;
+    let receipt = match next_gift_frame(&mut alice).await {
+        Frame::GiftReceipt(receipt) => receipt,
+        Frame::Gift(_) => match next_gift_frame(&mut alice).await {
+            Frame::GiftReceipt(receipt) => receipt,
+            other => panic!("expected a receipt, got {other:?}"),
+        },
+        other => panic!("expected a receipt, got {other:?}"),
+    };
+    assert_eq!(receipt.idempotency_key, "g-1");
+    assert_eq!(receipt.balance, 980);
+    assert!(!receipt.replayed);
+    let Frame::Gift(first) = next_gift_frame(&mut watcher).await else {
+        panic!("the room sees the gift");
+    };
+    assert_eq!(
+        (first.user_id.as_str(), first.name.as_str()),
+        ("alice", "ALICE")
+    );
+    assert_eq!(
+        (first.gift_id.as_str(), first.count, first.coins),
+        ("heart", 2, 20)
+    );
+    assert_eq!(first.to, "streamer");
+    assert_eq!(first.id, receipt.id);
+    assert_eq!(
+        (first.combo_id.clone(), first.combo_count),
+        (first.id.clone(), 2)
+    );
+
+    // The same key again (a client retry): the same receipt, no charge, no
+    // broadcast. Then a new send continues the combo.
+    alice.send_json(send("g-1", 2)).await;
+    let retried = loop {
+        if let Frame::GiftReceipt(r) = next_gift_frame(&mut alice).await {
+            break r;
+        }
+    };
+    assert!(retried.replayed);
+    assert_eq!(
+        (retried.id.as_str(), retried.balance),
+        (receipt.id.as_str(), 980)
+    );
+    alice.send_json(send("g-2", 3)).await;
+    let Frame::Gift(second) = next_gift_frame(&mut watcher).await else {
+        panic!("the second gift is broadcast (the retry was not)");
+    };
+    assert_eq!(second.combo_id, first.id, "within 3 s: the same combo");
+    assert_eq!(second.combo_count, 5);
+    assert_eq!(balance(&t, "alice").await, 950);
+    assert_eq!(
+        next_leaderboard(&mut watcher).await.first(),
+        Some(&("alice".to_owned(), 50))
+    );
+
+    // A refusal names the key and changes nothing.
+    alice.send_json(send("g-3", 0)).await;
+    let error = loop {
+        if let Frame::Error(error) = next_gift_frame(&mut alice).await {
+            break error;
+        }
+    };
+    assert_eq!(
+        (error.code.as_str(), error.idempotency_key.as_str()),
+        ("invalid_count", "g-3")
+    );
+    let viewer = t.chatter("viewer", "r1").await;
+    let mut viewer = viewer;
+    viewer.send_json(send("v-1", 1)).await;
+    let Frame::Error(error) = next_gift_frame(&mut viewer).await else {
+        panic!("no gift grant, no gift");
+    };
+    assert_eq!(error.code, "forbidden");
+    assert_eq!(balance(&t, "alice").await, 950);
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_gifts_refuse_bad_input_and_insufficient_funds_without_writing() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 100, "pay-1").await.status, 201);
+    let alice = t.token("alice", "r1", &["gift"]).await;
+    let body = |gift_id: &str, count: i64, to: &str| json!({ "gift_id": gift_id, "count": count, "to": to });
+
+    let sent = gift(&t, &alice, Some("k-1"), body("flower", 1, "streamer")).await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    assert_eq!(
+        (sent.body["coins"].as_u64(), sent.body["balance"].as_u64()),
+        (Some(50), Some(50))
+    );
+    let again = gift(&t, &alice, Some("k-1"), body("flower", 1, "streamer")).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["id"], sent.body["id"]);
+    assert_eq!(again.body["replayed"], true);
+
+    let cases = [
+        (
+            Some("k-1"),
+            body("flower", 2, "streamer"),
+            409,
+            "idempotency_conflict",
+        ),
+        (
+            Some("k-2"),
+            body("castle", 1, "streamer"),
+            402,
+            "insufficient_funds",
+        ),
+        (
+            Some("k-3"),
+            body("flower", 0, "streamer"),
+            400,
+            "invalid_count",
+        ),
+        (
+            Some("k-4"),
+            body("flower", -3, "streamer"),
+            400,
+            "invalid_count",
+        ),
+        (
+            Some("k-5"),
+            body("flower", 100_000, "streamer"),
+            400,
+            "invalid_count",
+        ),
+        (
+            Some("k-6"),
+            body("unicorn", 1, "streamer"),
+            422,
+            "unknown_gift",
+        ),
+        (Some("k-7"), body("flower", 1, "alice"), 400, "gift_to_self"),
+        (Some("k-8"), body("flower", 1, ""), 400, "invalid_recipient"),
+        (
+            None,
+            body("flower", 1, "streamer"),
+            400,
+            "invalid_idempotency_key",
+        ),
+    ];
+    for (key, request, status, code) in cases {
+        let refused = gift(&t, &alice, key, request.clone()).await;
+        assert_eq!(refused.status, status, "{request}: {}", refused.body);
+        assert_eq!(refused.body["error"]["code"], code, "{request}");
+    }
+    let poor = gift(&t, &alice, Some("k-2"), body("castle", 1, "streamer")).await;
+    assert_eq!(
+        poor.body["error"]["balance"], 50,
+        "the refusal says what the wallet holds"
+    );
+    let no_grant = t.token("bob", "r1", &["chat"]).await;
+    let refused = gift(&t, &no_grant, Some("k-9"), body("flower", 1, "streamer")).await;
+    assert_eq!(refused.status, 403);
+    let as_admin = post(
+        &t,
+        "/v1/rooms/nope/gifts",
+        ADMIN_KEY,
+        Some("k"),
+        body("heart", 1, "s"),
+    )
+    .await;
+    assert_eq!(as_admin.status, 403, "the admin key sends no gifts");
+    assert_eq!(
+        balance(&t, "alice").await,
+        50,
+        "only the one send was charged"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaderboard_survives_a_room_actor_restart() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    for (user, coins) in [("alice", 500), ("bob", 500)] {
+        assert_eq!(
+            top_up(&t, user, coins, &format!("pay-{user}")).await.status,
+            201
+        );
+    }
+    let gifts = [
+        ("alice", "flower", 3),
+        ("bob", "cake", 1),
+        ("alice", "heart", 1),
+    ];
+    for (n, (user, gift_id, count)) in gifts.into_iter().enumerate() {
+        let token = t.token(user, "r1", &["gift"]).await;
+        let body = json!({ "gift_id": gift_id, "count": count, "to": "streamer" });
+        let sent = gift(&t, &token, Some(&format!("k-{n}")), body).await;
+        assert_eq!(sent.status, 201, "{}", sent.body);
+    }
+    let expected = json!({ "entries": [
+        { "user_id": "bob", "coins": 200 },
+        { "user_id": "alice", "coins": 160 },
+    ]});
+    assert_eq!(t.get_json("/v1/rooms/r1/leaderboard").await, expected);
+    t.engine()
+        .actors()
+        .rooms()
+        .cast(actors::RoomSupervisorMsg::Crash {
+            room_id: "r1".into(),
+        })
+        .unwrap();
+    // The restarted actor rebuilds the board from the stored gifts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = t
+            .http
+            .get(format!("{}/v1/rooms/r1/leaderboard", t.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let board: Value = response.json().await.unwrap();
+            if board == expected {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the board came back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    t.shutdown().await;
+}
