@@ -34,6 +34,7 @@
 //! This crate never touches sockets or HTTP (that is `gateway/`) and holds no
 //! domain rule of its own (those are in `interactive/`).
 
+pub mod billing;
 pub mod config;
 pub mod engine;
 pub mod events;

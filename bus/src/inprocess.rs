@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use crate::{BusError, EventBus, Outgoing};
+use crate::consume::{InProcessConsumer, subject_prefix};
+use crate::{BusError, Consumer, ConsumerSpec, EventBus, Outgoing};
 
 /// An event as a subscriber sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +94,17 @@ impl EventBus for InProcessBus {
             }
         }
         events.iter().map(|_| Ok(())).collect()
+    }
+
+    async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn Consumer>, BusError> {
+        Ok(Box::new(InProcessConsumer {
+            receiver: self.subscribe(),
+            prefix: subject_prefix(&spec.filter_subject),
+        }))
+    }
+
+    fn durable(&self) -> bool {
+        false
     }
 
     fn name(&self) -> &'static str {

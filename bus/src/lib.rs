@@ -21,11 +21,13 @@
 //! This crate knows nothing of storage or actors; it sits beside `storage/`
 //! under `actors/`.
 
+mod consume;
 mod inprocess;
 mod nats;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use consume::{Consumer, ConsumerSpec, Delivery};
 pub use inprocess::{InProcessBus, Received};
 pub use nats::{NatsBus, NatsOptions, STREAMS, StreamSpec};
 
@@ -57,6 +59,13 @@ pub trait EventBus: Send + Sync + 'static {
     /// durably accepted it. Implementations pipeline the batch (send all, then
     /// await the acknowledgements) so one round trip covers many events.
     async fn publish_batch(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), BusError>>;
+
+    /// A consumer of the events `spec` selects (see [`consume`]).
+    async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn Consumer>, BusError>;
+
+    /// Whether consumers resume where they stopped after a restart (NATS)
+    /// or only see what is published while they run (in-process).
+    fn durable(&self) -> bool;
 
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;

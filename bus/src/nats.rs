@@ -12,7 +12,8 @@ use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures_util::future::join_all;
 use tokio::sync::Mutex;
 
-use crate::{BusError, EventBus, Outgoing};
+use crate::consume::NatsConsumer;
+use crate::{BusError, Consumer, ConsumerSpec, EventBus, Outgoing};
 
 /// A JetStream stream the engine publishes into.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +178,18 @@ impl EventBus for NatsBus {
             self.forget_streams().await;
         }
         acks
+    }
+
+    async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn Consumer>, BusError> {
+        Ok(Box::new(NatsConsumer {
+            jetstream: self.jetstream.clone(),
+            spec,
+            messages: None,
+        }))
+    }
+
+    fn durable(&self) -> bool {
+        true
     }
 
     fn name(&self) -> &'static str {

@@ -38,6 +38,7 @@ pub struct Config {
     pub media_max_subscribers_per_stream: usize,
     pub danmaku: DanmakuSection,
     pub gifts: GiftsSection,
+    pub billing: BillingSection,
     pub ws: WsSection,
     pub store: StoreSection,
     /// How long a graceful shutdown may take before it gives up waiting.
@@ -76,6 +77,27 @@ pub struct GiftsSection {
     pub goal_window_s: u64,
     /// Gifts added to the default catalog, or replacing one with the same id.
     pub catalog: Vec<GiftEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSection {
+    /// Run the billing role in this process.
+    pub enabled: bool,
+    /// In-process bus only: how often gifts without a settlement are swept.
+    pub sweep_interval_ms: u64,
+    /// NATS only: how long JetStream waits for an ack before redelivering.
+    pub ack_wait_s: u64,
+}
+
+impl Default for BillingSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sweep_interval_ms: 5000,
+            ack_wait_s: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +143,7 @@ impl Default for Config {
             media_max_subscribers_per_stream: 2000,
             danmaku: DanmakuSection::default(),
             gifts: GiftsSection::default(),
+            billing: BillingSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
             shutdown_timeout_s: 10,
@@ -193,6 +216,7 @@ const ENV_KEYS: &[&str] = &[
     "media_max_subscribers_per_stream",
     "danmaku",
     "gifts",
+    "billing",
     "ws",
     "store",
     "shutdown_timeout_s",
@@ -362,6 +386,13 @@ impl Config {
             leaderboard_size: g.leaderboard_size,
             goal: (g.goal_coins > 0).then(|| (g.goal_coins, Duration::from_secs(g.goal_window_s))),
             ..actors::GiftsConfig::default()
+        }
+    }
+
+    pub fn billing(&self) -> actors::billing::BillingConfig {
+        actors::billing::BillingConfig {
+            sweep_interval: Duration::from_millis(self.billing.sweep_interval_ms.max(1)),
+            ack_wait: Duration::from_secs(self.billing.ack_wait_s.max(1)),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Engine {
     actors: Actors,
     store: Arc<EmbeddedStore>,
     shutdown: CancellationToken,
+    /// The billing role, when enabled: stops with `shutdown`.
+    billing: Option<JoinHandle<()>>,
     sessions: TaskTracker,
     server: JoinHandle<std::io::Result<()>>,
     shutdown_timeout: Duration,
@@ -82,7 +84,7 @@ impl Engine {
         let dyn_store: Arc<dyn Store> = store.clone();
         let actors_config = config.actors();
         let catalog = actors_config.gifts.catalog.clone();
-        let actors = Actors::start(dyn_store.clone(), bus, actors_config)
+        let actors = Actors::start(dyn_store.clone(), bus.clone(), actors_config)
             .await
             .context("cannot start the actor tree")?;
         seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
@@ -105,6 +107,14 @@ impl Engine {
         let http_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let sessions = TaskTracker::new();
+        let billing = config.billing.enabled.then(|| {
+            actors::billing::spawn(
+                dyn_store.clone(),
+                bus.clone(),
+                config.billing(),
+                shutdown.clone(),
+            )
+        });
         let app = AppState {
             actors: actors.clone(),
             store: dyn_store,
@@ -133,6 +143,7 @@ impl Engine {
             shutdown,
             sessions,
             server,
+            billing,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
         })
     }
@@ -173,6 +184,10 @@ impl Engine {
             tracing::warn!("sessions did not close in time");
         }
         self.actors.shutdown().await;
+        if let Some(billing) = self.billing {
+            // It stops at its next await; a settlement in flight finishes.
+            let _ = tokio::time::timeout(self.shutdown_timeout, billing).await;
+        }
         self.store.close().await.context("flushing the store")?;
         match tokio::time::timeout(self.shutdown_timeout, self.server).await {
             Ok(Ok(result)) => result.context("http server")?,

@@ -5,50 +5,10 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use bus::testing::NatsServer;
-use common::TestEngine;
-use futures_util::StreamExt;
+use common::{TestEngine, read_stream};
 use prost::Message;
-use protocol::v1::{DanmakuBatch, Envelope};
-
-/// Every message of a stream, decoded, read with an ephemeral consumer.
-async fn read_stream(url: &str, stream: &str) -> Vec<Envelope> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    let mut stream = js.get_stream(stream).await.unwrap();
-    let count = stream.info().await.unwrap().state.messages as usize;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(count.max(1))
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .unwrap();
-    let mut envelopes = Vec::new();
-    while envelopes.len() < count {
-        let message = messages.next().await.expect("message").unwrap();
-        let envelope = Envelope::decode(message.payload.clone()).unwrap();
-        assert_eq!(
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_owned()),
-            Some(envelope.id.clone()),
-            "Nats-Msg-Id is the event id"
-        );
-        envelopes.push(envelope);
-    }
-    envelopes
-}
+use protocol::v1::DanmakuBatch;
 
 async fn danmaku_seqs(url: &str) -> (Vec<u64>, Vec<String>) {
     let envelopes = read_stream(url, "LIVE_DANMAKU").await;

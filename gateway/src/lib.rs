@@ -46,6 +46,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/gifts", get(gifts::catalog))
         .route("/v1/wallets/{user}", get(gifts::wallet))
         .route("/v1/wallets/{user}/topup", post(gifts::top_up))
+        .route("/v1/creators/{creator}/earnings", get(gifts::earnings))
         .route("/v1/rooms/{room}/streams", get(media::streams))
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))

@@ -157,6 +157,26 @@ pub struct LedgerLine {
     pub created_ms: u64,
 }
 
+/// Billing's record that a gift's creator share is payable: at most one
+/// per gift, whatever the bus redelivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub gift_id: String,
+    pub creator: String,
+    pub room_id: String,
+    pub creator_amount: u64,
+    pub platform_amount: u64,
+    pub gift_ms: u64,
+    pub settled_ms: u64,
+}
+
+/// What a creator has earned, as billing settled it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Earnings {
+    pub gifts: u64,
+    pub coins: u64,
+}
+
 /// Ledger account names, in one place.
 pub mod account {
     pub fn wallet(user_id: &str) -> String {

@@ -10,8 +10,8 @@ use protocol::v1::DanmakuItem;
 use tokio::sync::Notify;
 
 use crate::{
-    GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room, TermScope,
-    TopUp, TopUpOutcome,
+    Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room,
+    Settlement, TermScope, TopUp, TopUpOutcome,
 };
 
 /// The engine's durable state, partition by partition.
@@ -120,6 +120,16 @@ pub trait Store: Send + Sync + 'static {
     async fn room_gifts(&self, room_id: &str, since_ms: u64) -> Result<Vec<GiftRecord>>;
     /// An account's ledger lines, oldest first.
     async fn ledger(&self, account: &str) -> Result<Vec<LedgerLine>>;
+
+    // ---- billing — partitions: settlement gift_id; earnings creator ----
+
+    /// Records a settlement and adds it to the creator's earnings, once per
+    /// gift: `false` (nothing written) when the gift was settled before.
+    async fn settle(&self, settlement: Settlement) -> Result<bool>;
+    async fn earnings(&self, creator: &str) -> Result<Earnings>;
+    /// Gifts with no settlement yet, oldest first: what billing sweeps up
+    /// after missing events (an in-process bus that lagged, a restart).
+    async fn unsettled_gifts(&self, limit: usize) -> Result<Vec<GiftRecord>>;
 
     // ---- outbox ----
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use protocol::v1::DanmakuItem;
 use storage::{
-    EmbeddedOptions, EmbeddedStore, GiftOutcome, GiftRecord, OutboxEvent, Room, Store, StoreError,
-    TermScope, TopUp, TopUpOutcome, account,
+    Earnings, EmbeddedOptions, EmbeddedStore, GiftOutcome, GiftRecord, OutboxEvent, Room,
+    Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome, account,
 };
 use tempfile::TempDir;
 
@@ -707,6 +707,61 @@ mod suite {
         assert_eq!(wallet, 0, "the ledger agrees with the balance");
     }
 
+    pub async fn a_gift_is_settled_once_and_counted_in_earnings(store: &dyn Store) {
+        store
+            .top_up(topup("t1", "alice", 1_000, "k"), event("t1"))
+            .await
+            .unwrap();
+        for (n, total) in [(1, 100), (2, 50)] {
+            let id = format!("g{n}");
+            let sent = store
+                .send_gift(
+                    gift(&id, "alice", total, &format!("key-{n}"), 1_000 + n),
+                    event(&id),
+                )
+                .await
+                .unwrap();
+            assert!(matches!(sent, GiftOutcome::Sent(_)));
+        }
+        let unsettled = store.unsettled_gifts(10).await.unwrap();
+        let ids: Vec<&str> = unsettled.iter().map(|g| g.gift_id.as_str()).collect();
+        assert_eq!(ids, ["g1", "g2"]);
+        let settlement = |gift: &GiftRecord| Settlement {
+            gift_id: gift.gift_id.clone(),
+            creator: gift.recipient.clone(),
+            room_id: gift.room_id.clone(),
+            creator_amount: gift.creator_amount,
+            platform_amount: gift.platform_amount,
+            gift_ms: gift.created_ms,
+            settled_ms: 5_000,
+        };
+        assert!(store.settle(settlement(&unsettled[0])).await.unwrap());
+        assert!(
+            !store.settle(settlement(&unsettled[0])).await.unwrap(),
+            "a redelivered gift settles once"
+        );
+        assert_eq!(
+            store.earnings("streamer").await.unwrap(),
+            Earnings {
+                gifts: 1,
+                coins: 70
+            }
+        );
+        let left = store.unsettled_gifts(10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].gift_id, "g2");
+        assert!(store.settle(settlement(&left[0])).await.unwrap());
+        assert_eq!(
+            store.earnings("streamer").await.unwrap(),
+            Earnings {
+                gifts: 2,
+                coins: 105
+            }
+        );
+        assert!(store.unsettled_gifts(10).await.unwrap().is_empty());
+        assert_eq!(store.earnings("nobody").await.unwrap(), Earnings::default());
+    }
+
     pub async fn last_seq_and_flush_are_barriers(store: Arc<dyn Store>) {
         // Writes queued behind one another from several tasks; once each
         // has been submitted, a barrier call sees it.
@@ -772,7 +827,8 @@ embedded_suite!(
         a_top_up_credits_once_per_key,
         a_gift_debits_records_splits_and_announces_at_once,
         a_reused_gift_key_replays_or_conflicts_and_writes_nothing,
-        insufficient_funds_write_nothing;
+        insufficient_funds_write_nothing,
+        a_gift_is_settled_once_and_counted_in_earnings;
     shared:
         a_duplicate_seq_fails_only_its_own_append,
         last_seq_and_flush_are_barriers,

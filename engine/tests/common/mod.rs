@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use engine::{Config, Engine};
 use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
 use protocol::v1::server_frame::Frame;
-use protocol::v1::{DanmakuItem, SendDanmaku, client_frame};
+use protocol::v1::{DanmakuItem, Envelope, SendDanmaku, client_frame};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -142,6 +144,18 @@ impl TestEngine {
     }
 
     /// `GET` a JSON document without credentials.
+    pub async fn get_json_as(&self, path: &str, token: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.base))
@@ -325,4 +339,42 @@ impl Client {
 
 pub fn seqs(items: &[DanmakuItem]) -> Vec<u64> {
     items.iter().map(|i| i.seq).collect()
+}
+
+/// Every message of a stream, decoded, read with an ephemeral consumer.
+pub async fn read_stream(url: &str, stream: &str) -> Vec<Envelope> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(stream).await.unwrap();
+    let count = stream.info().await.unwrap().state.messages as usize;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(count.max(1))
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    let mut envelopes = Vec::new();
+    while envelopes.len() < count {
+        let message = messages.next().await.expect("message").unwrap();
+        let envelope = Envelope::decode(message.payload.clone()).unwrap();
+        assert_eq!(
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned()),
+            Some(envelope.id.clone()),
+            "Nats-Msg-Id is the event id"
+        );
+        envelopes.push(envelope);
+    }
+    envelopes
 }

@@ -52,6 +52,27 @@ pub async fn wallet(
     Ok(Json(json!({ "user_id": user_id, "balance": balance })))
 }
 
+/// `GET /v1/creators/{id}/earnings`: what billing has settled for a
+/// creator (the creator themself or the admin).
+pub async fn earnings(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(creator_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_user_id(&creator_id)?;
+    if principal != Principal::Admin && principal.user_id() != creator_id {
+        return Err(ApiError::forbidden(
+            "earnings are visible to the creator and the admin",
+        ));
+    }
+    let earnings = app.store.earnings(&creator_id).await?;
+    Ok(Json(json!({
+        "creator_id": creator_id,
+        "gifts": earnings.gifts,
+        "coins": earnings.coins,
+    })))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopUpBody {

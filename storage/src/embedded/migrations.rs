@@ -128,6 +128,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, created_ms, transfer_id)
     ) WITHOUT ROWID;
     ",
+    // 3: billing's settlements, one per gift, and earnings per creator.
+    "
+    CREATE TABLE settlements (
+        gift_id         TEXT    NOT NULL PRIMARY KEY,
+        creator         TEXT    NOT NULL,
+        room_id         TEXT    NOT NULL,
+        creator_amount  INTEGER NOT NULL,
+        platform_amount INTEGER NOT NULL,
+        gift_ms         INTEGER NOT NULL,
+        settled_ms      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE creator_earnings (
+        creator    TEXT    NOT NULL PRIMARY KEY,
+        gifts      INTEGER NOT NULL,
+        coins      INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the database to the last script's version, refusing one that is newer:

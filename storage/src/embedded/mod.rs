@@ -25,8 +25,8 @@ use rusqlite::Connection;
 use tokio::sync::Notify;
 
 use crate::{
-    GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room, Store,
-    StoreError, TermScope, TopUp, TopUpOutcome,
+    Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room,
+    Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome,
 };
 use readers::Readers;
 use writer::{Writer, Written};
@@ -290,6 +290,25 @@ impl Store for EmbeddedStore {
         let account = account.to_owned();
         self.readers
             .read(move |conn| wallets::ledger(conn, &account))
+            .await
+    }
+
+    async fn settle(&self, settlement: Settlement) -> Result<bool> {
+        self.writer
+            .submit(move |conn| wallets::settle(conn, &settlement))
+            .await
+    }
+
+    async fn earnings(&self, creator: &str) -> Result<Earnings> {
+        let creator = creator.to_owned();
+        self.readers
+            .read(move |conn| wallets::earnings(conn, &creator))
+            .await
+    }
+
+    async fn unsettled_gifts(&self, limit: usize) -> Result<Vec<GiftRecord>> {
+        self.readers
+            .read(move |conn| wallets::unsettled(conn, limit))
             .await
     }
 

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::outbox;
 use super::writer::Written;
 use crate::{
-    GiftOutcome, GiftReceipt, GiftRecord, LedgerLine, OutboxEvent, Result, StoreError, TopUp,
-    TopUpOutcome, account,
+    Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine, OutboxEvent, Result, Settlement,
+    StoreError, TopUp, TopUpOutcome, account,
 };
 
 /// Top-up keys belong to the admin API, not to a user.
@@ -288,4 +288,60 @@ fn ledger_line(
 fn amount(value: u64) -> Result<i64> {
     i64::try_from(value)
         .map_err(|_| StoreError::Invalid(format!("amount {value} exceeds the largest storable")))
+}
+
+pub(crate) fn settle(conn: &Connection, settlement: &Settlement) -> Result<Written<bool>> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO settlements (gift_id, creator, room_id, creator_amount, platform_amount,
+                                      gift_ms, settled_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (gift_id) DO NOTHING",
+        )?
+        .execute(params![
+            settlement.gift_id,
+            settlement.creator,
+            settlement.room_id,
+            amount(settlement.creator_amount)?,
+            amount(settlement.platform_amount)?,
+            settlement.gift_ms,
+            settlement.settled_ms,
+        ])?;
+    if inserted == 0 {
+        return Ok(Written::silent(false));
+    }
+    conn.prepare_cached(
+        "INSERT INTO creator_earnings (creator, gifts, coins, updated_ms) VALUES (?1, 1, ?2, ?3)
+         ON CONFLICT (creator) DO UPDATE SET gifts = gifts + 1, coins = coins + ?2, updated_ms = ?3",
+    )?
+    .execute(params![
+        settlement.creator,
+        amount(settlement.creator_amount)?,
+        settlement.settled_ms
+    ])?;
+    Ok(Written::silent(true))
+}
+
+pub(crate) fn earnings(conn: &Connection, creator: &str) -> Result<Earnings> {
+    Ok(conn
+        .prepare_cached("SELECT gifts, coins FROM creator_earnings WHERE creator = ?1")?
+        .query_row([creator], |row| {
+            Ok(Earnings {
+                gifts: row.get::<_, i64>(0)?.max(0) as u64,
+                coins: row.get::<_, i64>(1)?.max(0) as u64,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+pub(crate) fn unsettled(conn: &Connection, limit: usize) -> Result<Vec<GiftRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {GIFT_COLUMNS} FROM gifts
+         WHERE NOT EXISTS (SELECT 1 FROM settlements s WHERE s.gift_id = gifts.gift_id)
+         ORDER BY created_ms, gift_id LIMIT ?1"
+    ))?;
+    let gifts = stmt.query_map([super::sql_limit(limit)], |row| {
+        gift_row(row).map(|(gift, _)| gift)
+    })?;
+    Ok(gifts.collect::<rusqlite::Result<_>>()?)
 }
