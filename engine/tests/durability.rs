@@ -4,6 +4,8 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_KEY, Client, TestEngine};
@@ -150,5 +152,165 @@ fn invalid_configuration_is_a_clear_cli_error() {
     assert!(
         stderr.contains("invalid configuration") && stderr.to_lowercase().contains("http_addr"),
         "{stderr}"
+    );
+}
+
+/// Sends one gift until the engine acknowledges it (through a kill and a
+/// restart): a client retrying with its key. Returns the gift id.
+async fn send_until_acknowledged(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    progress: &Progress,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "gift {key} never acknowledged");
+        let sent = http
+            .post(format!("{base}/v1/rooms/r1/gifts"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "gift_id": "flower", "count": 1, "to": "streamer" }))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            let status = response.status().as_u16();
+            if status == 200 || status == 201 {
+                let body: serde_json::Value = response.json().await.unwrap();
+                progress.acknowledged.fetch_add(1, Ordering::Relaxed);
+                return body["id"].as_str().unwrap().to_owned();
+            }
+            assert!(status == 503, "gift {key}: unexpected {status}");
+        }
+        progress.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[derive(Default)]
+struct Progress {
+    acknowledged: AtomicUsize,
+    /// Attempts that met a dead or restarting engine.
+    failed_attempts: AtomicUsize,
+}
+
+fn reconcile(data_dir: &std::path::Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_live-engine"))
+        .arg("reconcile")
+        .env("LIVE_DATA_DIR", data_dir)
+        .env("LIVE_ADMIN_KEY", ADMIN_KEY)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_gift_storm_charges_each_key_once_and_reconciles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let port = free_port();
+    let mut process = spawn(&data, port);
+    let t = view(&process, dir);
+    t.create_room("r1").await;
+    let funded = t
+        .http
+        .post(format!("{}/v1/wallets/alice/topup", t.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("Idempotency-Key", "fund")
+        .json(&json!({ "amount": 1_000_000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(funded.status(), 201);
+    let token = t.token("alice", "r1", &["gift"]).await;
+
+    // Eight clients, 100 gifts each, all retrying until acknowledged.
+    let (clients, per_client) = (8, 100);
+    let progress = Arc::new(Progress::default());
+    let mut storm = Vec::new();
+    for c in 0..clients {
+        let (http, base, token) = (t.http.clone(), t.base.clone(), token.clone());
+        let progress = progress.clone();
+        storm.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..per_client {
+                let key = format!("client{c}-gift{n}");
+                let id = send_until_acknowledged(&http, &base, &token, &key, &progress).await;
+                ids.push((key, id));
+            }
+            ids
+        }));
+    }
+    // Kill the engine in the middle of the storm, then bring it back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.acknowledged.load(Ordering::Relaxed) < 200 {
+        assert!(Instant::now() < deadline, "the storm did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    let mut process = spawn(&data, port);
+    let mut acknowledged = Vec::new();
+    for client in storm {
+        acknowledged.extend(client.await.unwrap());
+    }
+    let total = (clients * per_client) as u64;
+    assert_eq!(acknowledged.len() as u64, total);
+    assert!(
+        progress.failed_attempts.load(Ordering::Relaxed) > 0,
+        "the kill landed in the middle of the storm"
+    );
+    let keys: std::collections::HashSet<_> = acknowledged.iter().map(|(k, _)| k).collect();
+    let ids: std::collections::HashSet<_> = acknowledged.iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        (keys.len(), ids.len()),
+        (acknowledged.len(), acknowledged.len())
+    );
+
+    // Each key is one gift, charged once; billing (in-process: its sweep
+    // picks up what the kill cut off) settles every one.
+    let wallet: serde_json::Value = t.get_json_as("/v1/wallets/alice", ADMIN_KEY).await;
+    assert_eq!(
+        wallet["balance"],
+        1_000_000 - 50 * total,
+        "one charge per key"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let earnings = t
+            .get_json_as("/v1/creators/streamer/earnings", ADMIN_KEY)
+            .await;
+        if earnings["gifts"] == total {
+            assert_eq!(earnings["coins"], 35 * total);
+            break;
+        }
+        assert!(Instant::now() < deadline, "billing settled {earnings}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, report) = reconcile(&data);
+    assert_eq!(code, 0, "reconcile beside the running engine:\n{report}");
+    assert!(report.contains(&format!("{total} gifts")), "{report}");
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    let (code, report) = reconcile(&data);
+    assert_eq!(
+        code, 0,
+        "reconcile on the stopped engine's store:\n{report}"
+    );
+    // A tampered wallet makes it fail, with the difference printed.
+    let conn = rusqlite::Connection::open(data.join(storage::DB_FILE)).unwrap();
+    conn.execute("UPDATE wallets SET balance = balance + 1", [])
+        .unwrap();
+    drop(conn);
+    let (code, report) = reconcile(&data);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("DIFFERENCE wallet balance differs from its ledger: 1 (coins 1)"),
+        "{report}"
     );
 }

@@ -145,6 +145,7 @@
 //! );
 //! ```
 
+pub mod audit;
 mod embedded;
 mod error;
 mod model;

@@ -13,6 +13,7 @@ mod outbox;
 mod readers;
 mod rooms;
 mod wallets;
+pub(crate) use wallets::{GIFT_COLUMNS, gift_row};
 mod writer;
 
 use std::path::Path;

@@ -205,10 +205,11 @@ pub(crate) fn ledger(conn: &Connection, account: &str) -> Result<Vec<LedgerLine>
     Ok(lines.collect::<rusqlite::Result<_>>()?)
 }
 
-const GIFT_COLUMNS: &str = "gift_id, room_id, sender, recipient, gift, count, unit_price, total,
+pub(crate) const GIFT_COLUMNS: &str =
+    "gift_id, room_id, sender, recipient, gift, count, unit_price, total,
     creator_amount, platform_amount, idempotency_key, fingerprint, created_ms, balance_after";
 
-fn gift_row(row: &Row<'_>) -> rusqlite::Result<(GiftRecord, u64)> {
+pub(crate) fn gift_row(row: &Row<'_>) -> rusqlite::Result<(GiftRecord, u64)> {
     let unsigned = |index: usize| row.get::<_, i64>(index).map(|v| v.max(0) as u64);
     Ok((
         GiftRecord {
