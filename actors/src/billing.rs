@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::{ConsumerSpec, EventBus};
+use futures_util::FutureExt;
 use prost::Message;
 use protocol::v1::{Envelope, GiftSent};
 use storage::{GiftRecord, Settlement, Store};
@@ -97,21 +98,36 @@ async fn run(
             _ = stop.cancelled() => break,
             _ = sweep_tick.tick(), if !durable => sweep(store.as_ref()).await,
             delivery = consumer.next() => match delivery {
-                Ok(delivery) => {
+                Ok(first) => {
                     backoff = Duration::from_millis(100);
-                    match settle_event(store.as_ref(), &delivery.event.payload).await {
-                        // Acked only once the settlement is committed (or
-                        // was, for a redelivery); a failed ack is a
+                    // Whatever else is already waiting joins this batch:
+                    // one transaction for all of them under load.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match consumer.next().now_or_never() {
+                            Some(Ok(delivery)) => batch.push(delivery),
+                            _ => break,
+                        }
+                    }
+                    let settlements = batch
+                        .iter()
+                        .filter_map(|delivery| settlement_of_event(&delivery.event.payload))
+                        .collect();
+                    match settle(store.as_ref(), settlements).await {
+                        // Acked only once the settlements are committed (or
+                        // were, for redeliveries); a failed ack is a
                         // redelivery later, which settles nothing twice.
-                        Ok(_) => {
-                            if let Err(error) = delivery.ack().await {
-                                tracing::debug!(%error, "billing ack failed; the event comes again");
+                        Ok(()) => {
+                            for delivery in batch {
+                                if let Err(error) = delivery.ack().await {
+                                    tracing::debug!(%error, "billing ack failed; the event comes again");
+                                }
                             }
                         }
                         Err(error) => {
-                            // Not acked: the bus delivers it again.
+                            // Not acked: the bus delivers them again.
                             metrics::counter!("live_billing_errors_total").increment(1);
-                            tracing::warn!(%error, "billing could not settle an event");
+                            tracing::warn!(%error, "billing could not settle a batch");
                         }
                     }
                 }
@@ -132,41 +148,49 @@ async fn run(
     tracing::info!("billing stopped");
 }
 
-/// Settles one event; `Ok(false)` when it was settled before (or is not a
-/// gift). A payload that does not decode is logged and skipped: retrying
-/// it cannot help, and `reconcile` reports the gift as unsettled.
-async fn settle_event(store: &dyn Store, payload: &[u8]) -> Result<bool, storage::StoreError> {
+/// Events settled in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// The settlement a `gift.sent` event asks for; `None` for other kinds. A
+/// payload that does not decode is logged and skipped (acked): retrying it
+/// cannot help, and `reconcile` reports the gift as unsettled.
+fn settlement_of_event(payload: &[u8]) -> Option<Settlement> {
     let Ok(envelope) = Envelope::decode(payload) else {
         tracing::error!("billing skipped an event that is not an envelope");
-        return Ok(false);
+        return None;
     };
     if envelope.kind != events::GIFT_SENT {
-        return Ok(false);
+        return None;
     }
     let Ok(gift) = GiftSent::decode(envelope.payload) else {
         tracing::error!(id = %envelope.id, "billing skipped a gift.sent it cannot decode");
-        return Ok(false);
+        return None;
     };
-    settle(
-        store,
-        Settlement {
-            gift_id: gift.gift_id,
-            creator: gift.recipient,
-            room_id: gift.room_id,
-            creator_amount: gift.creator_amount,
-            platform_amount: gift.platform_amount,
-            gift_ms: gift.created_ms,
-            settled_ms: now_ms(),
-        },
-    )
-    .await
+    Some(Settlement {
+        gift_id: gift.gift_id,
+        creator: gift.recipient,
+        room_id: gift.room_id,
+        creator_amount: gift.creator_amount,
+        platform_amount: gift.platform_amount,
+        gift_ms: gift.created_ms,
+        settled_ms: now_ms(),
+    })
 }
 
-async fn settle(store: &dyn Store, settlement: Settlement) -> Result<bool, storage::StoreError> {
-    let settled = store.settle(settlement).await?;
-    let outcome = if settled { "settled" } else { "duplicate" };
-    metrics::counter!("live_billing_events_total", "outcome" => outcome).increment(1);
-    Ok(settled)
+async fn settle(
+    store: &dyn Store,
+    settlements: Vec<Settlement>,
+) -> Result<(), storage::StoreError> {
+    if settlements.is_empty() {
+        return Ok(());
+    }
+    let total = settlements.len();
+    let settled = store.settle(settlements).await?;
+    metrics::counter!("live_billing_events_total", "outcome" => "settled")
+        .increment(settled as u64);
+    metrics::counter!("live_billing_events_total", "outcome" => "duplicate")
+        .increment((total - settled) as u64);
+    Ok(())
 }
 
 /// Settles gifts the bus did not bring (in-process bus only).
@@ -182,11 +206,9 @@ async fn sweep(store: &dyn Store) {
         if gifts.is_empty() {
             return;
         }
-        for gift in gifts {
-            if let Err(error) = settle(store, settlement_of(&gift)).await {
-                tracing::warn!(%error, "billing sweep failed");
-                return;
-            }
+        if let Err(error) = settle(store, gifts.iter().map(settlement_of).collect()).await {
+            tracing::warn!(%error, "billing sweep failed");
+            return;
         }
     }
 }

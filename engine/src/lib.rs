@@ -161,6 +161,11 @@ impl Engine {
         &self.admin_key
     }
 
+    /// The store, for tests that read it behind the API.
+    pub fn store(&self) -> &Arc<EmbeddedStore> {
+        &self.store
+    }
+
     /// The actor tree, for fault-injection tests.
     pub fn actors(&self) -> &Actors {
         &self.actors

@@ -14,6 +14,7 @@ use common::{ADMIN_KEY, TestEngine, read_stream};
 use prost::Message;
 use protocol::v1::GiftSent;
 use serde_json::{Value, json};
+use storage::Store;
 
 /// Sends gift `n` (a flower, 50 coins: 35 to the creator) and retries it
 /// once with the same key; returns the gift id. Retries on 503.
@@ -138,6 +139,16 @@ async fn every_gift_is_settled_exactly_once_across_a_nats_outage() {
         assert_eq!(gift.gift_id, envelope.id, "the event id is the gift id");
         assert_eq!((gift.total, gift.creator_amount), (50, 35));
     }
+    // And the books agree: reconcile over the engine's store finds nothing.
+    t.engine().store().flush().await.unwrap();
+    let snapshot = storage::audit::load_embedded(t.dir.path(), 0, u64::MAX).unwrap();
+    let reconciliation = storage::audit::reconcile(&snapshot);
+    assert_eq!(reconciliation.gifts, 30);
+    assert!(
+        reconciliation.is_clean(),
+        "{:?}",
+        reconciliation.differences
+    );
     t.shutdown().await;
 }
 

@@ -111,6 +111,40 @@ impl Admin {
         Ok(body.token)
     }
 
+    /// Credits a wallet (idempotent by `key`).
+    pub async fn top_up(&self, user_id: &str, amount: u64, key: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/v1/wallets/{user_id}/topup", self.base))
+            .bearer_auth(&self.key)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount": amount }))
+            .send()
+            .await
+            .context("POST /v1/wallets/{user}/topup")?;
+        if !response.status().is_success() {
+            return Err(api_error("POST /v1/wallets/{user}/topup", response).await);
+        }
+        Ok(())
+    }
+
+    pub async fn balance(&self, user_id: &str) -> anyhow::Result<u64> {
+        let response = self
+            .http
+            .get(format!("{}/v1/wallets/{user_id}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .context("GET /v1/wallets/{user}")?;
+        if !response.status().is_success() {
+            return Err(api_error("GET /v1/wallets/{user}", response).await);
+        }
+        let body: serde_json::Value = response.json().await.context("reading the wallet")?;
+        body["balance"]
+            .as_u64()
+            .context("the wallet has no balance")
+    }
+
     /// The engine's counters (`*_total` series), for before/after deltas.
     /// `None` when /metrics cannot be read: the run does not depend on it.
     pub async fn counters(&self) -> Option<BTreeMap<String, f64>> {

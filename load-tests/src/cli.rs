@@ -40,6 +40,47 @@ pub enum Command {
     /// jitter, join -> first frame, and the engine's outgoing packets/s,
     /// forwarding latency and CPU.
     SfuFanout(FanoutArgs),
+    /// A gift storm over HTTP: every gift sent --retries times at once with
+    /// one Idempotency-Key. Reports committed gifts/s, ack latency, and
+    /// whether every key was charged exactly once (exits 1 if not).
+    Gifts(GiftsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GiftsArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    #[arg(long, default_value = "gifts")]
+    pub room: String,
+    /// Users sending gifts, each with its own funded wallet.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub senders: u32,
+    /// Distinct gifts per second, in total.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
+    /// Concurrent requests per gift, all with its key (1: no retries).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: u32,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl GiftsArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            bail!(
+                "--duration must be between 1ms and {}s",
+                MAX_DURATION.as_secs()
+            );
+        }
+        validate_target(&self.url, &self.room, &self.admin_key)
+    }
 }
 
 /// Upper bound on subscribers in one generator process.
@@ -270,7 +311,9 @@ mod tests {
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Danmaku(args) => args,
-            Command::SfuFanout(_) => unreachable!("parsed a danmaku command line"),
+            Command::SfuFanout(_) | Command::Gifts(_) => {
+                unreachable!("parsed a danmaku command line")
+            }
         })
     }
 

@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod cli;
 pub mod fanout;
+pub mod gifts;
 pub mod proc_stats;
 pub mod report;
 pub mod rtc;

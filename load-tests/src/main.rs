@@ -32,6 +32,16 @@ fn main() -> ExitCode {
                 }
                 anyhow::Ok(())
             }
+            Command::Gifts(args) => {
+                args.validate()?;
+                let report = load_tests::gifts::run(&args).await?;
+                println!("{}", report.render());
+                if let Some(path) = &args.json {
+                    load_tests::report::write_json_file(&report, path)?;
+                    eprintln!("wrote {}", path.display());
+                }
+                report.verify()
+            }
             Command::SfuFanout(args) => {
                 args.validate()?;
                 let report = load_tests::fanout::run(&args).await?;

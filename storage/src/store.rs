@@ -123,9 +123,10 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- billing — partitions: settlement gift_id; earnings creator ----
 
-    /// Records a settlement and adds it to the creator's earnings, once per
-    /// gift: `false` (nothing written) when the gift was settled before.
-    async fn settle(&self, settlement: Settlement) -> Result<bool>;
+    /// Records settlements and adds each to its creator's earnings, once
+    /// per gift, in one transaction; a gift settled before is skipped.
+    /// Returns how many were new.
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<usize>;
     async fn earnings(&self, creator: &str) -> Result<Earnings>;
     /// Gifts with no settlement yet, oldest first: what billing sweeps up
     /// after missing events (an in-process bus that lagged, a restart).

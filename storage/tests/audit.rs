@@ -61,7 +61,7 @@ async fn populated() -> TempDir {
                 gift_ms: record.created_ms,
                 settled_ms: 200,
             };
-            assert!(store.settle(settlement).await.unwrap());
+            assert_eq!(store.settle(vec![settlement]).await.unwrap(), 1);
         }
     }
     // The relay published every event but g3's.

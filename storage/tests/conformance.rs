@@ -735,9 +735,13 @@ mod suite {
             gift_ms: gift.created_ms,
             settled_ms: 5_000,
         };
-        assert!(store.settle(settlement(&unsettled[0])).await.unwrap());
-        assert!(
-            !store.settle(settlement(&unsettled[0])).await.unwrap(),
+        assert_eq!(
+            store.settle(vec![settlement(&unsettled[0])]).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.settle(vec![settlement(&unsettled[0])]).await.unwrap(),
+            0,
             "a redelivered gift settles once"
         );
         assert_eq!(
@@ -750,7 +754,13 @@ mod suite {
         let left = store.unsettled_gifts(10).await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].gift_id, "g2");
-        assert!(store.settle(settlement(&left[0])).await.unwrap());
+        // A batch with a repeat inside settles each gift once.
+        let batch = vec![
+            settlement(&left[0]),
+            settlement(&left[0]),
+            settlement(&unsettled[0]),
+        ];
+        assert_eq!(store.settle(batch).await.unwrap(), 1);
         assert_eq!(
             store.earnings("streamer").await.unwrap(),
             Earnings {

@@ -15,6 +15,7 @@
 //! room's running views (combos, leaderboard, goal), which it rebuilds from
 //! the store's gift rows when it starts.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,23 @@ pub struct RoomGifts {
     /// is owed (sent by the next tick).
     last_leaderboard_ms: u64,
     leaderboard_owed: bool,
+    /// Sends at the store, by (sender, key): a retry that arrives while its
+    /// original is in flight waits for the original's answer instead of
+    /// costing the store a second command (single flight).
+    in_flight: HashMap<(String, String), InFlight>,
+    /// Answers of recent sends, by (sender, key): a late retry is answered
+    /// from here without the store. Receipts are immutable once committed,
+    /// and keys outlive this cache by far, so it never disagrees.
+    recent: HashMap<(String, String), (String, GiftAnswer)>,
+    recent_order: VecDeque<(String, String)>,
+}
+
+/// Answers kept for late retries, per room.
+const RECENT_ANSWERS: usize = 4096;
+
+struct InFlight {
+    fingerprint: String,
+    waiters: Vec<GiftSubmit>,
 }
 
 impl RoomGifts {
@@ -152,14 +170,18 @@ impl RoomGifts {
             leaderboard,
             last_leaderboard_ms: 0,
             leaderboard_owed: false,
+            in_flight: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
         })
     }
 
     /// Prices the request and hands it to the store without blocking the
     /// actor; the answer comes back as [`RoomMsg::GiftStored`]. Returns
-    /// whether it went to the store (`false`: refused here and answered).
+    /// whether it went to the store (`false`: refused here and answered,
+    /// or a retry of a send in flight, answered with it).
     pub fn submit(
-        &self,
+        &mut self,
         room_id: &str,
         store: &Arc<dyn Store>,
         myself: &ActorRef<RoomMsg>,
@@ -180,6 +202,37 @@ impl RoomGifts {
                 return false;
             }
         };
+        let flight_key = (charge.from.clone(), charge.idempotency_key.clone());
+        if let Some((fingerprint, answer)) = self.recent.get(&flight_key) {
+            let reply = if *fingerprint == charge.fingerprint {
+                Ok(GiftAnswer {
+                    replayed: true,
+                    ..answer.clone()
+                })
+            } else {
+                Err(conflict())
+            };
+            let _ = submit.reply.send(reply);
+            return false;
+        }
+        match self.in_flight.get_mut(&flight_key) {
+            Some(flight) if flight.fingerprint == charge.fingerprint => {
+                flight.waiters.push(submit);
+                return false;
+            }
+            // Other parameters under a key in flight: the store judges it
+            // after the original, in order.
+            Some(_) => {}
+            None => {
+                self.in_flight.insert(
+                    flight_key,
+                    InFlight {
+                        fingerprint: charge.fingerprint.clone(),
+                        waiters: Vec::new(),
+                    },
+                );
+            }
+        }
         let gift_id = uuid::Uuid::now_v7().to_string();
         let created_ms = now_ms();
         let record = GiftRecord {
@@ -228,46 +281,51 @@ impl RoomGifts {
         stored: GiftStored,
     ) -> Option<storage::OutboxEvent> {
         let GiftStored { submit, result } = stored;
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::warn!(room = %room_id, %error, "gift not stored");
-                let _ = submit.reply.send(Err(GiftRefusal::unavailable()));
-                return None;
-            }
-        };
-        let (receipt, replayed) = match outcome {
-            GiftOutcome::Sent(receipt) => (receipt, false),
-            GiftOutcome::Replayed(receipt) => (receipt, true),
-            GiftOutcome::KeyConflict => {
-                metrics::counter!("live_gifts_rejected_total", "reason" => "idempotency_conflict")
-                    .increment(1);
-                let refusal = GiftRefusal::new(
-                    "idempotency_conflict",
-                    "this idempotency key was used for a different gift",
-                );
-                let _ = submit.reply.send(Err(refusal));
-                return None;
-            }
-            GiftOutcome::InsufficientFunds { balance } => {
-                metrics::counter!("live_gifts_rejected_total", "reason" => "insufficient_funds")
-                    .increment(1);
-                let refusal = GiftRefusal {
-                    balance: Some(balance),
-                    ..GiftRefusal::new("insufficient_funds", "not enough coins in your wallet")
-                };
-                let _ = submit.reply.send(Err(refusal));
-                return None;
-            }
-        };
+        let flight_key = (
+            submit.user_id.clone(),
+            submit.request.idempotency_key.clone(),
+        );
+        let flight = self.in_flight.remove(&flight_key);
+        let answer = answer(room_id, result);
+        if let (Ok(committed), Some(flight)) = (&answer, &flight) {
+            self.remember(flight_key, flight.fingerprint.clone(), committed.clone());
+        }
+        let waiters = flight.map(|flight| flight.waiters).unwrap_or_default();
         let mut goal_event = None;
-        if !replayed {
+        if let Ok(GiftAnswer {
+            receipt,
+            replayed: false,
+        }) = &answer
+        {
             metrics::counter!("live_gifts_total").increment(1);
             metrics::counter!("live_gift_coins_total").increment(receipt.gift.total);
             goal_event = self.apply(room_id, hub, &submit.name, &receipt.gift);
         }
-        let _ = submit.reply.send(Ok(GiftAnswer { receipt, replayed }));
+        // Retries that waited on this send get its answer, as replays.
+        for waiter in waiters {
+            let replay = answer.clone().map(|answer| GiftAnswer {
+                replayed: true,
+                ..answer
+            });
+            let _ = waiter.reply.send(replay);
+        }
+        let _ = submit.reply.send(answer);
         goal_event
+    }
+
+    fn remember(&mut self, key: (String, String), fingerprint: String, answer: GiftAnswer) {
+        if self
+            .recent
+            .insert(key.clone(), (fingerprint, answer))
+            .is_none()
+        {
+            self.recent_order.push_back(key);
+        }
+        while self.recent_order.len() > RECENT_ANSWERS {
+            if let Some(oldest) = self.recent_order.pop_front() {
+                self.recent.remove(&oldest);
+            }
+        }
     }
 
     fn apply(
@@ -371,6 +429,44 @@ impl RoomGifts {
     /// The current top gifters, for a joining session or the HTTP API.
     pub fn top(&self) -> Vec<(String, u64)> {
         self.leaderboard.top(self.config.leaderboard_size)
+    }
+}
+
+fn conflict() -> GiftRefusal {
+    metrics::counter!("live_gifts_rejected_total", "reason" => "idempotency_conflict").increment(1);
+    GiftRefusal::new(
+        "idempotency_conflict",
+        "this idempotency key was used for a different gift",
+    )
+}
+
+/// What the sender is told for the store's outcome.
+fn answer(
+    room_id: &str,
+    result: Result<GiftOutcome, storage::StoreError>,
+) -> Result<GiftAnswer, GiftRefusal> {
+    let outcome = result.map_err(|error| {
+        tracing::warn!(room = %room_id, %error, "gift not stored");
+        GiftRefusal::unavailable()
+    })?;
+    match outcome {
+        GiftOutcome::Sent(receipt) => Ok(GiftAnswer {
+            receipt,
+            replayed: false,
+        }),
+        GiftOutcome::Replayed(receipt) => Ok(GiftAnswer {
+            receipt,
+            replayed: true,
+        }),
+        GiftOutcome::KeyConflict => Err(conflict()),
+        GiftOutcome::InsufficientFunds { balance } => {
+            metrics::counter!("live_gifts_rejected_total", "reason" => "insufficient_funds")
+                .increment(1);
+            Err(GiftRefusal {
+                balance: Some(balance),
+                ..GiftRefusal::new("insufficient_funds", "not enough coins in your wallet")
+            })
+        }
     }
 }
 

@@ -294,9 +294,9 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn settle(&self, settlement: Settlement) -> Result<bool> {
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<usize> {
         self.writer
-            .submit(move |conn| wallets::settle(conn, &settlement))
+            .submit(move |conn| wallets::settle(conn, &settlements))
             .await
     }
 

@@ -291,7 +291,15 @@ fn amount(value: u64) -> Result<i64> {
         .map_err(|_| StoreError::Invalid(format!("amount {value} exceeds the largest storable")))
 }
 
-pub(crate) fn settle(conn: &Connection, settlement: &Settlement) -> Result<Written<bool>> {
+pub(crate) fn settle(conn: &Connection, settlements: &[Settlement]) -> Result<Written<usize>> {
+    let mut settled = 0;
+    for settlement in settlements {
+        settled += usize::from(settle_one(conn, settlement)?);
+    }
+    Ok(Written::silent(settled))
+}
+
+fn settle_one(conn: &Connection, settlement: &Settlement) -> Result<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO settlements (gift_id, creator, room_id, creator_amount, platform_amount,
@@ -308,7 +316,7 @@ pub(crate) fn settle(conn: &Connection, settlement: &Settlement) -> Result<Writt
             settlement.settled_ms,
         ])?;
     if inserted == 0 {
-        return Ok(Written::silent(false));
+        return Ok(false);
     }
     conn.prepare_cached(
         "INSERT INTO creator_earnings (creator, gifts, coins, updated_ms) VALUES (?1, 1, ?2, ?3)
@@ -319,7 +327,7 @@ pub(crate) fn settle(conn: &Connection, settlement: &Settlement) -> Result<Writt
         amount(settlement.creator_amount)?,
         settlement.settled_ms
     ])?;
-    Ok(Written::silent(true))
+    Ok(true)
 }
 
 pub(crate) fn earnings(conn: &Connection, creator: &str) -> Result<Earnings> {
