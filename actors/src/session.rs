@@ -40,6 +40,8 @@ pub struct SessionInfo {
     pub user_id: String,
     pub name: String,
     pub grants: Grants,
+    /// The token's region claim (revenue split, rights later).
+    pub region: String,
 }
 
 pub enum UserMsg {
@@ -157,6 +159,7 @@ impl UserArgs {
         let submit = GiftSubmit {
             user_id: self.info.user_id.clone(),
             name: self.info.name.clone(),
+            region: self.info.region.clone(),
             request: GiftRequest {
                 gift_id: input.gift_id,
                 count: input.count,

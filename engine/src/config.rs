@@ -6,6 +6,7 @@
 //! `LIVE_DANMAKU__MAX_CHARS`). Every key, with its default, is documented in
 //! docs/operations.md and in `deploy/live-engine.sample.toml`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +73,13 @@ pub struct GiftsSection {
     pub combo_window_ms: u64,
     /// Gifters in a room's `leaderboard` frame.
     pub leaderboard_size: usize,
+    /// The creator's share per creator tier, in percent (`partner = 80`).
+    pub tier_share_percent: BTreeMap<String, u32>,
+    /// Creators in a tier (`alice = "partner"`).
+    pub creator_tiers: BTreeMap<String, String>,
+    /// The creator's share for gifts from viewers in a region (the token's
+    /// `region` claim), replacing the tier's or the default.
+    pub region_share_percent: BTreeMap<String, u32>,
     /// Every room's gift goal in coins; 0: no goal.
     pub goal_coins: u64,
     pub goal_window_s: u64,
@@ -174,6 +182,9 @@ impl Default for GiftsSection {
             creator_share_percent: 70,
             combo_window_ms: 3000,
             leaderboard_size: 10,
+            tier_share_percent: BTreeMap::new(),
+            creator_tiers: BTreeMap::new(),
+            region_share_percent: BTreeMap::new(),
             goal_coins: 0,
             goal_window_s: 600,
             catalog: Vec::new(),
@@ -313,8 +324,28 @@ impl Config {
 
     fn validate_gifts(&self) -> Result<(), String> {
         let g = &self.gifts;
-        if g.creator_share_percent > 100 {
-            return Err("gifts.creator_share_percent must be 0 to 100".into());
+        let shares = std::iter::once(("creator_share_percent", &g.creator_share_percent))
+            .chain(
+                g.tier_share_percent
+                    .values()
+                    .map(|p| ("tier_share_percent", p)),
+            )
+            .chain(
+                g.region_share_percent
+                    .values()
+                    .map(|p| ("region_share_percent", p)),
+            );
+        for (key, percent) in shares {
+            if *percent > 100 {
+                return Err(format!("gifts.{key}: a share must be 0 to 100 percent"));
+            }
+        }
+        for (creator, tier) in &g.creator_tiers {
+            if !g.tier_share_percent.contains_key(tier) {
+                return Err(format!(
+                    "gifts.creator_tiers: `{creator}` is in tier `{tier}`, which tier_share_percent does not define"
+                ));
+            }
         }
         if g.leaderboard_size == 0 {
             return Err("gifts.leaderboard_size must be at least 1".into());
@@ -381,7 +412,12 @@ impl Config {
         }
         actors::GiftsConfig {
             catalog: std::sync::Arc::new(catalog),
-            creator_share_bps: g.creator_share_percent * 100,
+            split: interactive::gifts::SplitPolicy {
+                default_bps: g.creator_share_percent * 100,
+                tier_bps: percent_map(&g.tier_share_percent),
+                creator_tier: g.creator_tiers.clone().into_iter().collect(),
+                region_bps: percent_map(&g.region_share_percent),
+            },
             combo_window_ms: g.combo_window_ms,
             leaderboard_size: g.leaderboard_size,
             goal: (g.goal_coins > 0).then(|| (g.goal_coins, Duration::from_secs(g.goal_window_s))),
@@ -413,6 +449,13 @@ impl Config {
             session_queue: self.ws.session_queue,
         }
     }
+}
+
+fn percent_map(percents: &BTreeMap<String, u32>) -> std::collections::HashMap<String, u32> {
+    percents
+        .iter()
+        .map(|(key, percent)| (key.clone(), percent * 100))
+        .collect()
 }
 
 fn interactive_batch(d: &DanmakuSection) -> interactive::BatchConfig {

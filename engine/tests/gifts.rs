@@ -379,3 +379,63 @@ async fn the_leaderboard_survives_a_room_actor_restart() {
     }
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_split_follows_the_viewers_region_then_the_creators_tier() {
+    let t = TestEngine::start_with(|config| {
+        let gifts = &mut config.gifts;
+        gifts.tier_share_percent.insert("partner".into(), 80);
+        gifts.creator_tiers.insert("star".into(), "partner".into());
+        gifts.region_share_percent.insert("JP".into(), 60);
+    })
+    .await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 1_000, "pay").await.status, 201);
+    let token = |region: &str| {
+        let body =
+            json!({ "user_id": "alice", "room": "r1", "grants": ["gift"], "region": region });
+        let http = t.http.clone();
+        let base = t.base.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/v1/tokens"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (home, japan) = (token("FR").await, token("JP").await);
+    // Two flowers: 100 coins per send, so the share in percent is the coins.
+    let sends = [
+        (&home, "star", 80),
+        (&japan, "star", 60),
+        (&home, "plain", 70),
+    ];
+    for (n, (token, to, _)) in sends.iter().enumerate() {
+        let body = json!({ "gift_id": "flower", "count": 2, "to": to });
+        let sent = gift(&t, token, Some(&format!("k-{n}")), body).await;
+        assert_eq!(sent.status, 201, "{}", sent.body);
+    }
+    for (creator, coins) in [("star", 80 + 60), ("plain", 70)] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let path = format!("/v1/creators/{creator}/earnings");
+            let earnings = t.get_json_as(&path, ADMIN_KEY).await;
+            if earnings["coins"] == coins {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{creator}: {earnings}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    t.shutdown().await;
+}

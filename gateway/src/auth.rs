@@ -71,6 +71,14 @@ impl Principal {
         }
     }
 
+    /// The viewer's region claim; empty for the admin key.
+    pub fn region(&self) -> &str {
+        match self {
+            Principal::Admin => "",
+            Principal::User(claims) => &claims.region,
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Principal::Admin => "admin",

@@ -128,6 +128,7 @@ impl Session {
                 moderate: self.principal.has(Grant::Moderate, self.hub.room_id()),
                 gift: self.principal.has(Grant::Gift, self.hub.room_id()),
             },
+            region: self.principal.region().to_owned(),
         };
         let started = ractor::call_t!(
             self.app.actors.sessions(),

@@ -169,6 +169,44 @@ impl Split {
     }
 }
 
+/// Who gets which share of a gift: a default, a share per creator tier
+/// (creators are assigned to tiers), and a share per viewer region that
+/// replaces either (a market where the platform's costs differ). All in
+/// basis points of the total.
+#[derive(Debug, Clone, Default)]
+pub struct SplitPolicy {
+    pub default_bps: u32,
+    /// Tier name -> share.
+    pub tier_bps: HashMap<String, u32>,
+    /// Creator id -> tier name.
+    pub creator_tier: HashMap<String, String>,
+    /// Viewer region (the token's `region` claim) -> share.
+    pub region_bps: HashMap<String, u32>,
+}
+
+impl SplitPolicy {
+    pub fn flat(default_bps: u32) -> Self {
+        Self {
+            default_bps,
+            ..Self::default()
+        }
+    }
+
+    /// The creator's share for a gift from a viewer in `region` to
+    /// `creator`: the region's share if one is set, else the creator's
+    /// tier's, else the default.
+    pub fn creator_share_bps(&self, creator: &str, region: &str) -> u32 {
+        if let Some(bps) = self.region_bps.get(region) {
+            return *bps;
+        }
+        self.creator_tier
+            .get(creator)
+            .and_then(|tier| self.tier_bps.get(tier))
+            .copied()
+            .unwrap_or(self.default_bps)
+    }
+}
+
 /// A validated send, ready for the store: who pays how much to whom, and
 /// the fingerprint that tells a retry from a different request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,6 +532,21 @@ mod tests {
         ] {
             assert_ne!(a.fingerprint, other.fingerprint);
         }
+    }
+
+    #[test]
+    fn the_split_follows_region_then_tier_then_default() {
+        let mut policy = SplitPolicy::flat(7_000);
+        policy.tier_bps.insert("partner".into(), 8_000);
+        policy.creator_tier.insert("star".into(), "partner".into());
+        policy.region_bps.insert("JP".into(), 6_500);
+        assert_eq!(policy.creator_share_bps("someone", ""), 7_000);
+        assert_eq!(policy.creator_share_bps("star", ""), 8_000);
+        assert_eq!(policy.creator_share_bps("star", "JP"), 6_500);
+        assert_eq!(policy.creator_share_bps("someone", "JP"), 6_500);
+        // A creator in an unknown tier gets the default.
+        policy.creator_tier.insert("odd".into(), "missing".into());
+        assert_eq!(policy.creator_share_bps("odd", "FR"), 7_000);
     }
 
     #[test]

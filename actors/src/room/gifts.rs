@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use interactive::gifts::{
-    self, Catalog, ComboTracker, GiftRequest, Goal, InvalidGift, Leaderboard,
+    self, Catalog, ComboTracker, GiftRequest, Goal, InvalidGift, Leaderboard, SplitPolicy,
 };
 use protocol::v1::{
     GiftGoal, GiftGoalReached, GiftItem, GiftSent, Leaderboard as LeaderboardFrame,
@@ -39,8 +39,9 @@ use crate::now_ms;
 #[derive(Debug, Clone)]
 pub struct GiftsConfig {
     pub catalog: Arc<Catalog>,
-    /// The creator's share of each gift, basis points (7000 = 70 %).
-    pub creator_share_bps: u32,
+    /// The creator's share of each gift: default, per creator tier, per
+    /// viewer region.
+    pub split: SplitPolicy,
     pub combo_window_ms: u64,
     /// Gifters listed in a `leaderboard` frame.
     pub leaderboard_size: usize,
@@ -54,7 +55,7 @@ impl Default for GiftsConfig {
     fn default() -> Self {
         Self {
             catalog: Arc::new(Catalog::default_gifts()),
-            creator_share_bps: gifts::DEFAULT_CREATOR_SHARE_BPS,
+            split: SplitPolicy::flat(gifts::DEFAULT_CREATOR_SHARE_BPS),
             combo_window_ms: gifts::DEFAULT_COMBO_WINDOW_MS,
             leaderboard_size: 10,
             leaderboard_interval: Duration::from_secs(1),
@@ -68,6 +69,8 @@ impl Default for GiftsConfig {
 pub struct GiftSubmit {
     pub user_id: String,
     pub name: String,
+    /// The sender's region (token claim), for the revenue split.
+    pub region: String,
     pub request: GiftRequest,
     pub reply: oneshot::Sender<Result<GiftAnswer, GiftRefusal>>,
 }
@@ -192,7 +195,9 @@ impl RoomGifts {
             room_id,
             &submit.user_id,
             &submit.request,
-            self.config.creator_share_bps,
+            self.config
+                .split
+                .creator_share_bps(&submit.request.to, &submit.region),
         ) {
             Ok(charge) => charge,
             Err(invalid) => {

@@ -174,6 +174,7 @@ pub async fn send(
     let submit = GiftSubmit {
         user_id: principal.user_id().to_owned(),
         name: principal.name().to_owned(),
+        region: principal.region().to_owned(),
         request: GiftRequest {
             gift_id: body.gift_id,
             count: body.count,
