@@ -50,6 +50,7 @@ pub use engine::{Actors, EngineSupervisor};
 pub use hub::{Broadcast, RoomHub, SessionTx};
 pub use room::{
     GiftAnswer, GiftRefusal, GiftSubmit, GiftsConfig, RoomError, RoomMsg, RoomSupervisorMsg,
+    SharedCatalog,
 };
 pub use session::{Grants, SessionInfo, SessionSupervisorMsg, UserMsg};
 

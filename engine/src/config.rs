@@ -176,6 +176,18 @@ impl Default for DanmakuSection {
     }
 }
 
+impl GiftEntry {
+    fn gift(&self) -> interactive::gifts::Gift {
+        interactive::gifts::Gift {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            price: self.price,
+            tier: self.tier,
+            combo: self.combo,
+        }
+    }
+}
+
 impl Default for GiftsSection {
     fn default() -> Self {
         Self {
@@ -353,28 +365,11 @@ impl Config {
         if g.goal_coins > 0 && g.goal_window_s == 0 {
             return Err("gifts.goal_window_s must be at least 1 when goal_coins is set".into());
         }
-        for gift in &g.catalog {
-            let id_ok = !gift.id.is_empty()
-                && gift.id.len() <= 64
-                && gift
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !id_ok {
-                return Err(format!(
-                    "gifts.catalog: id `{}` must be 1 to 64 characters of a-z, 0-9 or `-`",
-                    gift.id
-                ));
-            }
-            if gift.name.trim().is_empty() || !(1..=5).contains(&gift.tier) {
-                return Err(format!(
-                    "gifts.catalog: `{}` needs a name and a tier from 1 to 5",
-                    gift.id
-                ));
-            }
-            if gift.price > interactive::gifts::MAX_AMOUNT {
-                return Err(format!("gifts.catalog: `{}` is priced too high", gift.id));
-            }
+        for entry in &g.catalog {
+            entry
+                .gift()
+                .validate()
+                .map_err(|reason| format!("gifts.catalog: {reason}"))?;
         }
         Ok(())
     }
@@ -402,16 +397,10 @@ impl Config {
         let g = &self.gifts;
         let mut catalog = interactive::gifts::Catalog::default_gifts();
         for entry in &g.catalog {
-            catalog.upsert(interactive::gifts::Gift {
-                id: entry.id.clone(),
-                name: entry.name.clone(),
-                price: entry.price,
-                tier: entry.tier,
-                combo: entry.combo,
-            });
+            catalog.upsert(entry.gift());
         }
         actors::GiftsConfig {
-            catalog: std::sync::Arc::new(catalog),
+            catalog: actors::SharedCatalog::new(catalog),
             split: interactive::gifts::SplitPolicy {
                 default_bps: g.creator_share_percent * 100,
                 tier_bps: percent_map(&g.tier_share_percent),

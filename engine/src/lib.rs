@@ -84,6 +84,7 @@ impl Engine {
         let dyn_store: Arc<dyn Store> = store.clone();
         let actors_config = config.actors();
         let catalog = actors_config.gifts.catalog.clone();
+        apply_catalog_changes(&catalog, dyn_store.as_ref()).await?;
         let actors = Actors::start(dyn_store.clone(), bus.clone(), actors_config)
             .await
             .context("cannot start the actor tree")?;
@@ -273,6 +274,34 @@ fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Catalog changes made through the admin API outlive restarts: they are
+/// applied over the defaults and the configuration.
+async fn apply_catalog_changes(
+    catalog: &actors::SharedCatalog,
+    store: &dyn Store,
+) -> anyhow::Result<()> {
+    let entries = store
+        .catalog_entries()
+        .await
+        .context("cannot read the gift catalog")?;
+    catalog.update(|catalog| {
+        for entry in entries {
+            if entry.retired {
+                catalog.remove(&entry.gift_id);
+            } else {
+                catalog.upsert(interactive::gifts::Gift {
+                    id: entry.gift_id,
+                    name: entry.name,
+                    price: entry.price,
+                    tier: entry.tier,
+                    combo: entry.combo,
+                });
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Blocked terms from the configuration join the global list at start-up.

@@ -439,3 +439,98 @@ async fn the_split_follows_the_viewers_region_then_the_creators_tier() {
     }
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_changes_the_catalog_and_the_change_survives_a_restart() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 1_000, "pay").await.status, 201);
+    let put = |id: &str, body: Value, token: &str| {
+        let request = t
+            .http
+            .put(format!("{}/v1/gifts/{id}", t.base))
+            .bearer_auth(token)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let lantern = json!({ "name": "Lantern", "price": 88, "tier": 2, "combo": true });
+    let alice = t.token("alice", "r1", &["gift"]).await;
+    assert_eq!(put("lantern", lantern.clone(), &alice).await.status(), 403);
+    assert_eq!(put("lantern", lantern, ADMIN_KEY).await.status(), 200);
+    let bad = put(
+        "Bad Id",
+        json!({ "name": "x", "price": 1, "tier": 1 }),
+        ADMIN_KEY,
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let bad = put(
+        "x",
+        json!({ "name": "x", "price": 1, "tier": 9 }),
+        ADMIN_KEY,
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let retired = t
+        .http
+        .delete(format!("{}/v1/gifts/heart", t.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retired.status(), 204);
+
+    let sent = gift(
+        &t,
+        &alice,
+        Some("k-1"),
+        json!({ "gift_id": "lantern", "count": 1, "to": "streamer" }),
+    )
+    .await;
+    assert_eq!(
+        (sent.status, sent.body["coins"].as_u64()),
+        (201, Some(88)),
+        "{}",
+        sent.body
+    );
+    let refused = gift(
+        &t,
+        &alice,
+        Some("k-2"),
+        json!({ "gift_id": "heart", "count": 1, "to": "streamer" }),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(refused.body["error"]["code"], "unknown_gift");
+
+    // A restart on the same data directory keeps both changes.
+    let dir = t.dir.path().to_owned();
+    let TestEngine {
+        engine,
+        dir: tempdir,
+        ..
+    } = t;
+    engine.unwrap().shutdown().await.unwrap();
+    let engine = engine::Engine::start(common::test_config(&dir))
+        .await
+        .unwrap();
+    let base = format!("http://{}", engine.http_addr());
+    let catalog: Value = reqwest::get(format!("{base}/v1/gifts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = catalog["gifts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"lantern") && !ids.contains(&"heart"),
+        "{ids:?}"
+    );
+    engine.shutdown().await.unwrap();
+    drop(tempdir);
+}

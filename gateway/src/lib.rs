@@ -44,6 +44,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/rooms/{room}/gifts", post(gifts::send))
         .route("/v1/rooms/{room}/leaderboard", get(gifts::leaderboard))
         .route("/v1/gifts", get(gifts::catalog))
+        .route(
+            "/v1/gifts/{gift}",
+            put(gifts::put_gift).delete(gifts::retire_gift),
+        )
         .route("/v1/wallets/{user}", get(gifts::wallet))
         .route("/v1/wallets/{user}/topup", post(gifts::top_up))
         .route("/v1/creators/{creator}/earnings", get(gifts::earnings))

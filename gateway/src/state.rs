@@ -49,7 +49,7 @@ pub struct AppState {
     /// The media plane (WHIP/WHEP sessions).
     pub media: sfu::MediaPlane,
     /// The gifts on offer (the rooms price sends with the same catalog).
-    pub catalog: Arc<interactive::gifts::Catalog>,
+    pub catalog: actors::SharedCatalog,
     pub auth: Arc<Auth>,
     pub config: Arc<GatewayConfig>,
     pub metrics: PrometheusHandle,

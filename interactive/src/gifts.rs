@@ -32,6 +32,39 @@ pub struct Gift {
     pub combo: bool,
 }
 
+impl Gift {
+    /// What a catalog entry must be, wherever it comes from (configuration
+    /// or the admin API): the reason when it is not.
+    pub fn validate(&self) -> Result<(), String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !id_ok {
+            return Err(format!(
+                "gift id `{}` must be 1 to 64 characters of a-z, 0-9 or `-`",
+                self.id
+            ));
+        }
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(format!(
+                "gift `{}` needs a name of 1 to 64 characters",
+                self.id
+            ));
+        }
+        if !(1..=5).contains(&self.tier) {
+            return Err(format!("gift `{}`: tier must be 1 to 5", self.id));
+        }
+        if self.price > MAX_AMOUNT {
+            return Err(format!("gift `{}` is priced too high", self.id));
+        }
+        Ok(())
+    }
+}
+
 /// The gifts on offer, by id.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -73,6 +106,14 @@ impl Catalog {
             Some(existing) => *existing = gift,
             None => self.gifts.push(gift),
         }
+    }
+
+    /// Takes a gift off the catalog; `false` if it was not there. Gifts
+    /// already sent keep their rows: only new sends are refused.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let before = self.gifts.len();
+        self.gifts.retain(|g| g.id != id);
+        self.gifts.len() != before
     }
 
     pub fn get(&self, id: &str) -> Option<&Gift> {
@@ -562,6 +603,24 @@ mod tests {
         });
         assert_eq!(catalog.gifts().len(), before);
         assert_eq!(catalog.get("heart").unwrap().price, 12);
+        assert!(catalog.remove("heart"));
+        assert!(!catalog.remove("heart"));
+        assert!(catalog.get("heart").is_none());
+        let bad = |id: &str, name: &str, tier: u8, price: u64| {
+            Gift {
+                id: id.into(),
+                name: name.into(),
+                price,
+                tier,
+                combo: false,
+            }
+            .validate()
+        };
+        assert!(bad("ok-1", "Ok", 1, 1).is_ok());
+        assert!(bad("Bad Id", "x", 1, 1).unwrap_err().contains("a-z"));
+        assert!(bad("x", " ", 1, 1).unwrap_err().contains("name"));
+        assert!(bad("x", "X", 6, 1).unwrap_err().contains("tier"));
+        assert!(bad("x", "X", 1, u64::MAX).unwrap_err().contains("too high"));
     }
 
     #[test]

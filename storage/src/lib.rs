@@ -154,8 +154,8 @@ mod store;
 pub use embedded::{DB_FILE, EmbeddedOptions, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use model::{
-    DANMAKU_BUCKET_SIZE, Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine, Mute,
-    OutboxEvent, OutboxRow, Room, Settlement, TermScope, TopUp, TopUpOutcome, account,
+    CatalogEntry, DANMAKU_BUCKET_SIZE, Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine,
+    Mute, OutboxEvent, OutboxRow, Room, Settlement, TermScope, TopUp, TopUpOutcome, account,
     danmaku_bucket,
 };
 pub use store::Store;

@@ -177,6 +177,19 @@ pub struct Earnings {
     pub coins: u64,
 }
 
+/// A gift as the admin API last set it: added, changed, or retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub gift_id: String,
+    pub name: String,
+    pub price: u64,
+    pub tier: u8,
+    pub combo: bool,
+    /// Taken off the catalog: new sends are refused.
+    pub retired: bool,
+    pub updated_ms: u64,
+}
+
 /// Ledger account names, in one place.
 pub mod account {
     pub fn wallet(user_id: &str) -> String {

@@ -10,8 +10,8 @@ use protocol::v1::DanmakuItem;
 use tokio::sync::Notify;
 
 use crate::{
-    Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room,
-    Settlement, TermScope, TopUp, TopUpOutcome,
+    CatalogEntry, Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow,
+    Result, Room, Settlement, TermScope, TopUp, TopUpOutcome,
 };
 
 /// The engine's durable state, partition by partition.
@@ -131,6 +131,13 @@ pub trait Store: Send + Sync + 'static {
     /// Gifts with no settlement yet, oldest first: what billing sweeps up
     /// after missing events (an in-process bus that lagged, a restart).
     async fn unsettled_gifts(&self, limit: usize) -> Result<Vec<GiftRecord>>;
+
+    // ---- gift catalog — partition: gift_id ----
+
+    /// Every change the admin API made to the catalog, by gift id.
+    async fn catalog_entries(&self) -> Result<Vec<CatalogEntry>>;
+    /// Records a gift added, changed or retired (the last write wins).
+    async fn put_catalog_entry(&self, entry: CatalogEntry) -> Result<()>;
 
     // ---- outbox ----
 

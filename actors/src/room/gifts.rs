@@ -16,7 +16,7 @@
 //! the store's gift rows when it starts.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use interactive::gifts::{
@@ -35,10 +35,39 @@ use crate::events::{self, outbox_event, outbox_event_with_id};
 use crate::hub::{Broadcast, RoomHub};
 use crate::now_ms;
 
+/// The catalog every room prices with, replaceable while the engine runs
+/// (the admin API). Copy on write: a change builds a new catalog and swaps
+/// it in; a send in progress keeps the one it started with.
+#[derive(Debug, Clone)]
+pub struct SharedCatalog(Arc<RwLock<Arc<Catalog>>>);
+
+impl SharedCatalog {
+    pub fn new(catalog: Catalog) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(catalog))))
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies `change` to a copy and publishes it; returns what `change`
+    /// returned.
+    pub fn update<T>(&self, change: impl FnOnce(&mut Catalog) -> T) -> T {
+        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = Catalog::clone(&slot);
+        let result = change(&mut next);
+        *slot = Arc::new(next);
+        result
+    }
+}
+
 /// Gift settings shared by every room.
 #[derive(Debug, Clone)]
 pub struct GiftsConfig {
-    pub catalog: Arc<Catalog>,
+    pub catalog: SharedCatalog,
     /// The creator's share of each gift: default, per creator tier, per
     /// viewer region.
     pub split: SplitPolicy,
@@ -54,7 +83,7 @@ pub struct GiftsConfig {
 impl Default for GiftsConfig {
     fn default() -> Self {
         Self {
-            catalog: Arc::new(Catalog::default_gifts()),
+            catalog: SharedCatalog::new(Catalog::default_gifts()),
             split: SplitPolicy::flat(gifts::DEFAULT_CREATOR_SHARE_BPS),
             combo_window_ms: gifts::DEFAULT_COMBO_WINDOW_MS,
             leaderboard_size: 10,
@@ -191,7 +220,7 @@ impl RoomGifts {
         submit: GiftSubmit,
     ) -> bool {
         let charge = match gifts::charge(
-            &self.config.catalog,
+            &self.config.catalog.current(),
             room_id,
             &submit.user_id,
             &submit.request,
@@ -340,7 +369,8 @@ impl RoomGifts {
         name: &str,
         gift: &GiftRecord,
     ) -> Option<storage::OutboxEvent> {
-        let catalog_gift = self.config.catalog.get(&gift.gift);
+        let catalog = self.config.catalog.current();
+        let catalog_gift = catalog.get(&gift.gift);
         let (combo_id, combo_count) = match catalog_gift {
             Some(g) if g.combo => {
                 let combo = self.combos.record(

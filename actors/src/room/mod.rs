@@ -5,7 +5,9 @@ mod gifts;
 mod supervisor;
 
 pub use actor::{RoomActor, RoomArgs};
-pub use gifts::{GiftAnswer, GiftRefusal, GiftStored, GiftSubmit, GiftsConfig, RoomGifts};
+pub use gifts::{
+    GiftAnswer, GiftRefusal, GiftStored, GiftSubmit, GiftsConfig, RoomGifts, SharedCatalog,
+};
 pub use supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 
 use protocol::v1::SendDanmaku;

@@ -11,11 +11,11 @@ use actors::{GiftRefusal, GiftSubmit, RoomMsg, events};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use interactive::gifts::{GiftRequest, MAX_AMOUNT};
+use interactive::gifts::{Gift, GiftRequest, MAX_AMOUNT};
 use protocol::v1::WalletToppedUp;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use storage::{TopUp, TopUpOutcome};
+use storage::{CatalogEntry, TopUp, TopUpOutcome};
 
 use crate::auth::{Grant, Principal};
 use crate::error::{ApiError, check_room_id};
@@ -27,6 +27,7 @@ use crate::state::AppState;
 pub async fn catalog(State(app): State<AppState>) -> Json<Value> {
     let gifts: Vec<Value> = app
         .catalog
+        .current()
         .gifts()
         .iter()
         .map(|g| {
@@ -34,6 +35,75 @@ pub async fn catalog(State(app): State<AppState>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "gifts": gifts }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiftBodyEntry {
+    name: String,
+    price: u64,
+    tier: u8,
+    #[serde(default)]
+    combo: bool,
+}
+
+/// `PUT /v1/gifts/{id}` (admin): adds a gift or changes one. Takes effect
+/// for the next send in every room; gifts already sent keep their price.
+pub async fn put_gift(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(gift_id): Path<String>,
+    ApiJson(body): ApiJson<GiftBodyEntry>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require_admin()?;
+    let gift = Gift {
+        id: gift_id,
+        name: body.name.trim().to_owned(),
+        price: body.price,
+        tier: body.tier,
+        combo: body.combo,
+    };
+    gift.validate().map_err(ApiError::bad_request)?;
+    app.store
+        .put_catalog_entry(CatalogEntry {
+            gift_id: gift.id.clone(),
+            name: gift.name.clone(),
+            price: gift.price,
+            tier: gift.tier,
+            combo: gift.combo,
+            retired: false,
+            updated_ms: actors::now_ms(),
+        })
+        .await?;
+    let body = json!({ "id": gift.id, "name": gift.name, "price": gift.price, "tier": gift.tier, "combo": gift.combo });
+    app.catalog.update(|catalog| catalog.upsert(gift));
+    Ok(Json(body))
+}
+
+/// `DELETE /v1/gifts/{id}` (admin): retires a gift; new sends of it are
+/// refused with `unknown_gift`.
+pub async fn retire_gift(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(gift_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let Some(gift) = app.catalog.current().get(&gift_id).cloned() else {
+        return Err(ApiError::not_found("no such gift in the catalog"));
+    };
+    app.store
+        .put_catalog_entry(CatalogEntry {
+            gift_id: gift.id,
+            name: gift.name,
+            price: gift.price,
+            tier: gift.tier,
+            combo: gift.combo,
+            retired: true,
+            updated_ms: actors::now_ms(),
+        })
+        .await?;
+    app.catalog.update(|catalog| catalog.remove(&gift_id));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/wallets/{user}`: the user themself or the admin.

@@ -146,6 +146,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 4: catalog changes made through the admin API, applied over the
+    // defaults and the configuration at start.
+    "
+    CREATE TABLE gift_catalog (
+        gift_id    TEXT    NOT NULL PRIMARY KEY,
+        name       TEXT    NOT NULL,
+        price      INTEGER NOT NULL CHECK (price >= 0),
+        tier       INTEGER NOT NULL,
+        combo      INTEGER NOT NULL,
+        retired    INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the database to the last script's version, refusing one that is newer:

@@ -26,8 +26,8 @@ use rusqlite::Connection;
 use tokio::sync::Notify;
 
 use crate::{
-    Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow, Result, Room,
-    Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome,
+    CatalogEntry, Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow,
+    Result, Room, Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome,
 };
 use readers::Readers;
 use writer::{Writer, Written};
@@ -310,6 +310,16 @@ impl Store for EmbeddedStore {
     async fn unsettled_gifts(&self, limit: usize) -> Result<Vec<GiftRecord>> {
         self.readers
             .read(move |conn| wallets::unsettled(conn, limit))
+            .await
+    }
+
+    async fn catalog_entries(&self) -> Result<Vec<CatalogEntry>> {
+        self.readers.read(wallets::catalog_entries).await
+    }
+
+    async fn put_catalog_entry(&self, entry: CatalogEntry) -> Result<()> {
+        self.writer
+            .submit(move |conn| wallets::put_catalog_entry(conn, &entry))
             .await
     }
 

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::outbox;
 use super::writer::Written;
 use crate::{
-    Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine, OutboxEvent, Result, Settlement,
-    StoreError, TopUp, TopUpOutcome, account,
+    CatalogEntry, Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine, OutboxEvent, Result,
+    Settlement, StoreError, TopUp, TopUpOutcome, account,
 };
 
 /// Top-up keys belong to the admin API, not to a user.
@@ -353,4 +353,42 @@ pub(crate) fn unsettled(conn: &Connection, limit: usize) -> Result<Vec<GiftRecor
         gift_row(row).map(|(gift, _)| gift)
     })?;
     Ok(gifts.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn catalog_entries(conn: &Connection) -> Result<Vec<CatalogEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT gift_id, name, price, tier, combo, retired, updated_ms FROM gift_catalog
+         ORDER BY gift_id",
+    )?;
+    let entries = stmt.query_map([], |row| {
+        Ok(CatalogEntry {
+            gift_id: row.get(0)?,
+            name: row.get(1)?,
+            price: row.get::<_, i64>(2)?.max(0) as u64,
+            tier: row.get(3)?,
+            combo: row.get(4)?,
+            retired: row.get(5)?,
+            updated_ms: row.get(6)?,
+        })
+    })?;
+    Ok(entries.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn put_catalog_entry(conn: &Connection, entry: &CatalogEntry) -> Result<Written<()>> {
+    conn.prepare_cached(
+        "INSERT INTO gift_catalog (gift_id, name, price, tier, combo, retired, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (gift_id) DO UPDATE SET name = ?2, price = ?3, tier = ?4, combo = ?5,
+                                             retired = ?6, updated_ms = ?7",
+    )?
+    .execute(params![
+        entry.gift_id,
+        entry.name,
+        amount(entry.price)?,
+        entry.tier,
+        entry.combo,
+        entry.retired,
+        entry.updated_ms
+    ])?;
+    Ok(Written::silent(()))
 }
