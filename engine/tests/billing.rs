@@ -179,3 +179,49 @@ async fn on_the_in_process_bus_billing_settles_every_gift() {
     assert_eq!(refused.status(), 403);
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reached_gift_goal_is_broadcast_and_published_once() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let t = TestEngine::start_with(|c| {
+        c.nats_url = Some(url.clone());
+        c.gifts.goal_coins = 100;
+    })
+    .await;
+    t.create_room("r1").await;
+    fund(&t, "alice", 1_000).await;
+    let mut watcher = t.chatter("watcher", "r1").await;
+    let token = t.token("alice", "r1", &["gift"]).await;
+    for n in 0..3 {
+        send_twice(&t, &token, n).await;
+    }
+    // 50, 100 (reached), 150: the frames say so; the event goes out once.
+    let mut progress = Vec::new();
+    while progress.len() < 3 {
+        if let protocol::v1::server_frame::Frame::GiftGoal(goal) = watcher.next_frame().await {
+            progress.push((goal.coins, goal.reached, goal.target));
+        }
+    }
+    assert_eq!(
+        progress,
+        [(50, false, 100), (100, true, 100), (150, true, 100)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let published = read_stream(&url, "LIVE_GIFT_GOALS").await;
+        if !published.is_empty() {
+            assert_eq!(published.len(), 1, "reached once per window");
+            assert_eq!(published[0].kind, "gift_goal.reached");
+            let goal = protocol::v1::GiftGoalReached::decode(published[0].payload.clone()).unwrap();
+            assert_eq!(
+                (goal.room_id.as_str(), goal.target, goal.coins),
+                ("r1", 100, 100)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the goal event reached NATS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.shutdown().await;
+}
