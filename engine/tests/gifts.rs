@@ -534,3 +534,83 @@ async fn the_admin_changes_the_catalog_and_the_change_survives_a_restart() {
     engine.shutdown().await.unwrap();
     drop(tempdir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_own_goal_is_set_by_a_moderator_and_survives_a_restart() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 1_000, "pay").await.status, 201);
+    let goal = json!({ "coins": 100, "window_s": 600 });
+    let viewer = t.token("viewer", "r1", &["subscribe"]).await;
+    let refused = t
+        .http
+        .put(format!("{}/v1/rooms/r1/gift_goal", t.base))
+        .bearer_auth(&viewer)
+        .json(&goal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let moderator = t.token("mod", "r1", &["moderate"]).await;
+    for (body, status) in [
+        (json!({ "coins": 0, "window_s": 600 }), 400),
+        (json!({ "coins": 100, "window_s": 0 }), 400),
+        (goal, 200),
+    ] {
+        let response = t
+            .http
+            .put(format!("{}/v1/rooms/r1/gift_goal", t.base))
+            .bearer_auth(&moderator)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+    }
+    let mut watcher = t.chatter("watcher", "r1").await;
+    let alice = t.token("alice", "r1", &["gift"]).await;
+    let flower = || json!({ "gift_id": "flower", "count": 1, "to": "streamer" });
+    for n in 0..2 {
+        assert_eq!(
+            gift(&t, &alice, Some(&format!("k-{n}")), flower())
+                .await
+                .status,
+            201
+        );
+    }
+    let reached = loop {
+        if let Frame::GiftGoal(goal) = watcher.next_frame().await
+            && goal.coins == 100
+        {
+            break goal;
+        }
+    };
+    assert!(reached.reached && reached.target == 100);
+
+    // The restarted room picks the goal and its progress back up.
+    t.engine()
+        .actors()
+        .rooms()
+        .cast(actors::RoomSupervisorMsg::Crash {
+            room_id: "r1".into(),
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sent = gift(&t, &alice, Some("k-after"), flower()).await;
+        if sent.status == 201 || sent.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", sent.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let resumed = loop {
+        if let Frame::GiftGoal(goal) = watcher.next_frame().await
+            && goal.coins > 100
+        {
+            break goal;
+        }
+    };
+    assert_eq!((resumed.coins, resumed.reached), (150, true));
+    t.shutdown().await;
+}

@@ -43,6 +43,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/rooms/{room}/ws", get(ws::connect))
         .route("/v1/rooms/{room}/gifts", post(gifts::send))
         .route("/v1/rooms/{room}/leaderboard", get(gifts::leaderboard))
+        .route(
+            "/v1/rooms/{room}/gift_goal",
+            put(gifts::set_goal).delete(gifts::clear_goal),
+        )
         .route("/v1/gifts", get(gifts::catalog))
         .route(
             "/v1/gifts/{gift}",

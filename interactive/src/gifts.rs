@@ -437,6 +437,20 @@ impl Goal {
         }
     }
 
+    /// A goal picked up again after a restart: its window restarts at
+    /// `now_ms` holding the coins given in the last window (from the gift
+    /// rows), already reached if they meet the target, so a restart never
+    /// announces a goal twice.
+    pub fn resume(target: u64, window_ms: u64, now_ms: u64, recent_coins: u64) -> Self {
+        Self {
+            target,
+            window_ms,
+            started_ms: now_ms,
+            coins: recent_coins,
+            reached: recent_coins >= target,
+        }
+    }
+
     /// Adds committed coins; `Some(total)` the first time the total reaches
     /// the target in the current window. A window that ends starts the next
     /// one from zero.
@@ -694,5 +708,9 @@ mod tests {
         assert_eq!(goal.add(100, 61_000), None);
         assert_eq!(goal.progress(), 100);
         assert_eq!(goal.add(900, 62_000), Some(1_000));
+        let resumed = Goal::resume(1_000, 60_000, 70_000, 1_200);
+        assert_eq!(resumed.progress(), 1_200);
+        let mut resumed = resumed;
+        assert_eq!(resumed.add(10, 71_000), None, "reached before the restart");
     }
 }

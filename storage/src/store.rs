@@ -132,6 +132,11 @@ pub trait Store: Send + Sync + 'static {
     /// after missing events (an in-process bus that lagged, a restart).
     async fn unsettled_gifts(&self, limit: usize) -> Result<Vec<GiftRecord>>;
 
+    /// A room's own gift goal `(target coins, window ms)`, if it has one.
+    async fn room_goal(&self, room_id: &str) -> Result<Option<(u64, u64)>>;
+    /// Sets (`Some`) or clears (`None`) a room's gift goal.
+    async fn set_room_goal(&self, room_id: &str, goal: Option<(u64, u64)>) -> Result<()>;
+
     // ---- gift catalog — partition: gift_id ----
 
     /// Every change the admin API made to the catalog, by gift id.

@@ -257,6 +257,13 @@ impl Actor for RoomActor {
             RoomMsg::Leaderboard(reply) => {
                 let _ = reply.send(state.gifts.top());
             }
+            RoomMsg::SetGoal { goal, reply } => {
+                let result = state.store.set_room_goal(&state.room_id, goal).await;
+                if result.is_ok() {
+                    state.gifts.set_goal(&state.hub, goal);
+                }
+                let _ = reply.send(result.map_err(RoomError::from));
+            }
             RoomMsg::Drain(reply) => {
                 state.drain_waiters.push(reply);
                 state.settle(&myself);

@@ -189,14 +189,29 @@ impl RoomGifts {
         since_ms: u64,
     ) -> Result<Self, storage::StoreError> {
         let mut leaderboard = Leaderboard::default();
-        for gift in store.room_gifts(room_id, since_ms).await? {
+        let gifts = store.room_gifts(room_id, since_ms).await?;
+        for gift in &gifts {
             leaderboard.add(&gift.sender, gift.total);
         }
         let now = now_ms();
-        Ok(Self {
-            goal: config
+        // The room's own goal, else the engine-wide one; its progress is
+        // what was given in the last window.
+        let goal = match store.room_goal(room_id).await? {
+            Some(goal) => Some(goal),
+            None => config
                 .goal
-                .map(|(target, window)| Goal::new(target, window.as_millis() as u64, now)),
+                .map(|(target, window)| (target, window.as_millis() as u64)),
+        };
+        let goal = goal.map(|(target, window_ms)| {
+            let recent = gifts
+                .iter()
+                .filter(|g| g.created_ms >= now.saturating_sub(window_ms))
+                .map(|g| g.total)
+                .sum();
+            Goal::resume(target, window_ms, now, recent)
+        });
+        Ok(Self {
+            goal,
             combos: ComboTracker::new(config.combo_window_ms),
             config,
             leaderboard,
@@ -459,6 +474,22 @@ impl RoomGifts {
         let interval = self.config.leaderboard_interval.as_millis() as u64;
         let due = self.last_leaderboard_ms.saturating_add(interval);
         Some(Duration::from_millis(due.saturating_sub(now_ms).max(1)))
+    }
+
+    /// Replaces the room's goal (or removes it); a new goal counts from now.
+    pub fn set_goal(&mut self, hub: &RoomHub, goal: Option<(u64, u64)>) {
+        self.goal = goal.map(|(target, window_ms)| Goal::new(target, window_ms, now_ms()));
+        if let Some(goal) = &self.goal {
+            hub.publish(Broadcast::new(
+                Frame::GiftGoal(GiftGoal {
+                    target: goal.target,
+                    coins: 0,
+                    window_ms: goal.window_ms,
+                    reached: false,
+                }),
+                None,
+            ));
+        }
     }
 
     /// The current top gifters, for a joining session or the HTTP API.

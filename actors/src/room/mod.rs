@@ -81,6 +81,12 @@ pub enum RoomMsg {
     LeaderboardTick,
     /// The room's top gifters, highest first.
     Leaderboard(RpcReplyPort<Vec<(String, u64)>>),
+    /// Sets the room's own gift goal `(target coins, window ms)`, or
+    /// removes it; persisted.
+    SetGoal {
+        goal: Option<(u64, u64)>,
+        reply: RpcReplyPort<Result<(), RoomError>>,
+    },
     /// Replies once every accepted danmaku is committed and broadcast and
     /// every gift in flight is answered.
     Drain(RpcReplyPort<()>),
@@ -106,6 +112,7 @@ impl std::fmt::Debug for RoomMsg {
             Self::GiftStored(_) => "GiftStored",
             Self::LeaderboardTick => "LeaderboardTick",
             Self::Leaderboard(_) => "Leaderboard",
+            Self::SetGoal { .. } => "SetGoal",
             Self::Drain(_) => "Drain",
             Self::Close(_) => "Close",
             Self::Crash => "Crash",

@@ -299,6 +299,65 @@ pub async fn leaderboard(
     Ok(Json(json!({ "entries": entries })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalBody {
+    coins: u64,
+    window_s: u64,
+}
+
+/// `PUT /v1/rooms/{room}/gift_goal` (`moderate`): the room's own goal.
+pub async fn set_goal(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(room_id): Path<String>,
+    ApiJson(body): ApiJson<GoalBody>,
+) -> Result<Json<Value>, ApiError> {
+    if body.coins == 0 || body.coins > MAX_AMOUNT {
+        return Err(ApiError::bad_request("coins must be a positive amount"));
+    }
+    if !(1..=MAX_GOAL_WINDOW_S).contains(&body.window_s) {
+        return Err(ApiError::bad_request(format!(
+            "window_s must be 1 to {MAX_GOAL_WINDOW_S}"
+        )));
+    }
+    let goal = Some((body.coins, body.window_s * 1000));
+    change_goal(&app, &principal, &room_id, goal).await?;
+    Ok(Json(
+        json!({ "coins": body.coins, "window_s": body.window_s }),
+    ))
+}
+
+/// `DELETE /v1/rooms/{room}/gift_goal` (`moderate`).
+pub async fn clear_goal(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(room_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    change_goal(&app, &principal, &room_id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A goal's window: at most a week.
+const MAX_GOAL_WINDOW_S: u64 = 7 * 24 * 3600;
+
+async fn change_goal(
+    app: &AppState,
+    principal: &Principal,
+    room_id: &str,
+    goal: Option<(u64, u64)>,
+) -> Result<(), ApiError> {
+    check_room_id(room_id)?;
+    principal.require(Grant::Moderate, room_id)?;
+    let actor = app
+        .acquire(room_id)
+        .await?
+        .actor()
+        .ok_or_else(|| ApiError::unavailable("the room is restarting"))?;
+    ractor::call_t!(actor, |reply| RoomMsg::SetGoal { goal, reply }, 10_000)??;
+    Ok(())
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let invalid =
         |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", message);

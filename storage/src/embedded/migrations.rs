@@ -159,6 +159,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 5: a room's own gift goal (a brand event's target).
+    "
+    CREATE TABLE room_goals (
+        room_id   TEXT    NOT NULL PRIMARY KEY,
+        target    INTEGER NOT NULL CHECK (target > 0),
+        window_ms INTEGER NOT NULL CHECK (window_ms > 0)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the database to the last script's version, refusing one that is newer:

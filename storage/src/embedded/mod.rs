@@ -313,6 +313,20 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn room_goal(&self, room_id: &str) -> Result<Option<(u64, u64)>> {
+        let room_id = room_id.to_owned();
+        self.readers
+            .read(move |conn| wallets::room_goal(conn, &room_id))
+            .await
+    }
+
+    async fn set_room_goal(&self, room_id: &str, goal: Option<(u64, u64)>) -> Result<()> {
+        let room_id = room_id.to_owned();
+        self.writer
+            .submit(move |conn| wallets::set_room_goal(conn, &room_id, goal))
+            .await
+    }
+
     async fn catalog_entries(&self) -> Result<Vec<CatalogEntry>> {
         self.readers.read(wallets::catalog_entries).await
     }

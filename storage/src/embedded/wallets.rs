@@ -392,3 +392,36 @@ pub(crate) fn put_catalog_entry(conn: &Connection, entry: &CatalogEntry) -> Resu
     ])?;
     Ok(Written::silent(()))
 }
+
+pub(crate) fn room_goal(conn: &Connection, room_id: &str) -> Result<Option<(u64, u64)>> {
+    Ok(conn
+        .prepare_cached("SELECT target, window_ms FROM room_goals WHERE room_id = ?1")?
+        .query_row([room_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?.max(0) as u64,
+                row.get::<_, i64>(1)?.max(0) as u64,
+            ))
+        })
+        .optional()?)
+}
+
+pub(crate) fn set_room_goal(
+    conn: &Connection,
+    room_id: &str,
+    goal: Option<(u64, u64)>,
+) -> Result<Written<()>> {
+    match goal {
+        Some((target, window_ms)) => {
+            conn.prepare_cached(
+                "INSERT INTO room_goals (room_id, target, window_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room_id) DO UPDATE SET target = ?2, window_ms = ?3",
+            )?
+            .execute(params![room_id, amount(target)?, amount(window_ms)?])?;
+        }
+        None => {
+            conn.prepare_cached("DELETE FROM room_goals WHERE room_id = ?1")?
+                .execute([room_id])?;
+        }
+    }
+    Ok(Written::silent(()))
+}
