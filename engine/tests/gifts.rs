@@ -502,6 +502,14 @@ async fn the_admin_changes_the_catalog_and_the_change_survives_a_restart() {
     .await;
     assert_eq!(refused.status, 422);
     assert_eq!(refused.body["error"]["code"], "unknown_gift");
+    // A price that overflows when multiplied is refused by name.
+    let moon = json!({ "name": "Moon", "price": 4_611_686_018_427_387_904_u64, "tier": 5 });
+    assert_eq!(put("moon", moon, ADMIN_KEY).await.status(), 200);
+    let body = json!({ "gift_id": "moon", "count": 3, "to": "streamer" });
+    let refused = gift(&t, &alice, Some("k-3"), body).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "amount_overflow");
+    assert_eq!(balance(&t, "alice").await, 1_000 - 88);
 
     // A restart on the same data directory keeps both changes.
     let dir = t.dir.path().to_owned();
