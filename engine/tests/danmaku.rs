@@ -221,13 +221,7 @@ async fn a_room_actor_panic_is_survived_with_seq_continuing() {
     }
     assert_eq!(seqs(&viewer.next_items(5).await), vec![1, 2, 3, 4, 5]);
     sender.next_items(5).await;
-    t.engine()
-        .actors()
-        .rooms()
-        .cast(actors::RoomSupervisorMsg::Crash {
-            room_id: "r1".into(),
-        })
-        .unwrap();
+    t.crash_room("r1");
     // Keep sending through the restart, as a client does: a danmaku
     // without an answer (it was in the mailbox of the actor that died) or
     // refused as `unavailable` is resent with the same client_msg_id, which

@@ -45,6 +45,17 @@ fn spawn(data_dir: &std::path::Path, port: u16) -> Process {
     Process { child, base }
 }
 
+/// A fresh engine process on its own data directory, with room `r1`.
+async fn with_room_r1() -> (Process, TestEngine, std::path::PathBuf, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let port = free_port();
+    let process = spawn(&data, port);
+    let t = view(&process, dir);
+    t.create_room("r1").await;
+    (process, t, data, port)
+}
+
 /// A `TestEngine`-like view of a process, to reuse the HTTP helpers.
 fn view(process: &Process, dir: tempfile::TempDir) -> TestEngine {
     TestEngine {
@@ -57,12 +68,7 @@ fn view(process: &Process, dir: tempfile::TempDir) -> TestEngine {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_after_a_burst_loses_no_acknowledged_danmaku() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_owned();
-    let port = free_port();
-    let mut process = spawn(&data, port);
-    let t = view(&process, dir);
-    t.create_room("r1").await;
+    let (mut process, t, data, port) = with_room_r1().await;
     // Moderators are exempt from the rate limit: a real burst.
     let token = t
         .token("burst", "r1", &["subscribe", "chat", "moderate"])
@@ -103,12 +109,7 @@ async fn kill_9_after_a_burst_loses_no_acknowledged_danmaku() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_sessions_with_a_close_frame_and_keeps_what_was_acked() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_owned();
-    let port = free_port();
-    let mut process = spawn(&data, port);
-    let t = view(&process, dir);
-    t.create_room("r1").await;
+    let (mut process, t, data, port) = with_room_r1().await;
     let mut client = t.chatter("ann", "r1").await;
     for i in 0..5 {
         client
@@ -211,12 +212,7 @@ fn reconcile(data_dir: &std::path::Path) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_a_gift_storm_charges_each_key_once_and_reconciles() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_owned();
-    let port = free_port();
-    let mut process = spawn(&data, port);
-    let t = view(&process, dir);
-    t.create_room("r1").await;
+    let (mut process, t, data, port) = with_room_r1().await;
     let funded = t
         .http
         .post(format!("{}/v1/wallets/alice/topup", t.base))

@@ -352,13 +352,7 @@ async fn the_leaderboard_survives_a_room_actor_restart() {
         { "user_id": "alice", "coins": 160 },
     ]});
     assert_eq!(t.get_json("/v1/rooms/r1/leaderboard").await, expected);
-    t.engine()
-        .actors()
-        .rooms()
-        .cast(actors::RoomSupervisorMsg::Crash {
-            room_id: "r1".into(),
-        })
-        .unwrap();
+    t.crash_room("r1");
     // The restarted actor rebuilds the board from the stored gifts.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -596,13 +590,7 @@ async fn a_rooms_own_goal_is_set_by_a_moderator_and_survives_a_restart() {
     assert!(reached.reached && reached.target == 100);
 
     // The restarted room picks the goal and its progress back up.
-    t.engine()
-        .actors()
-        .rooms()
-        .cast(actors::RoomSupervisorMsg::Crash {
-            room_id: "r1".into(),
-        })
-        .unwrap();
+    t.crash_room("r1");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let sent = gift(&t, &alice, Some("k-after"), flower()).await;

@@ -553,22 +553,25 @@ fn a_viewer_of_a_single_layer_stream_starts_on_a_keyframe() {
     assert!(deltas > 20, "delta frames follow once started ({deltas})");
 }
 
-#[test]
-fn a_throttled_keyframe_request_is_held_and_sent_not_dropped() {
+/// Two seconds of a single-layer stream whose viewers join at 300 and 400
+/// ms (inside one keyframe-request throttle interval); every 33 ms the
+/// publisher sends `frame(publisher, n, now)`. Returns the publisher and
+/// the viewers as they ended.
+fn two_viewers_join(
+    port: u16,
+    mut frame: impl FnMut(&Client, u64, Instant) -> Vec<u8>,
+) -> (Client, Vec<Client>) {
     let start = Instant::now();
-    let mut now = start;
     let mut router = router();
     let stream = StreamKey::new("r1", "main");
-    let (mut publisher, offer) = Client::new(1021, Direction::SendOnly, now);
-    let (_, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    let (mut publisher, offer) = Client::new(port, Direction::SendOnly, start);
+    let (_, answer) = router.publish(stream.clone(), &offer, start).unwrap();
     publisher.accept(&answer);
     let mut viewers: Vec<Client> = Vec::new();
-    // Only delta frames: nothing satisfies a request but the request.
     for tick in 0..2000u64 {
-        now = start + Duration::from_millis(tick);
-        // Two viewers join 100 ms apart, well inside one throttle interval.
+        let now = start + Duration::from_millis(tick);
         if tick == 300 || tick == 400 {
-            let (mut viewer, offer) = Client::new(1022 + tick as u16, Direction::RecvOnly, now);
+            let (mut viewer, offer) = Client::new(port + tick as u16, Direction::RecvOnly, now);
             let (_, answer) = router
                 .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
                 .unwrap();
@@ -576,12 +579,20 @@ fn a_throttled_keyframe_request_is_held_and_sent_not_dropped() {
             viewers.push(viewer);
         }
         if tick % 33 == 0 && tick > 0 {
-            publisher.send(MediaKind::Video, tick / 33, &vp8_delta_frame(tick), now);
+            let data = frame(&publisher, tick / 33, now);
+            publisher.send(MediaKind::Video, tick / 33, &data, now);
         }
         let mut clients: Vec<&mut Client> = vec![&mut publisher];
         clients.extend(viewers.iter_mut());
         step(&mut router, &mut clients, now);
     }
+    (publisher, viewers)
+}
+
+#[test]
+fn a_throttled_keyframe_request_is_held_and_sent_not_dropped() {
+    // Only delta frames: nothing satisfies a request but the request.
+    let (publisher, _) = two_viewers_join(1021, |_, n, _| vp8_delta_frame(n));
     let requests = &publisher.keyframe_requests;
     assert!(
         requests.len() >= 2,
@@ -596,47 +607,22 @@ fn a_throttled_keyframe_request_is_held_and_sent_not_dropped() {
 
 #[test]
 fn a_keyframe_in_time_answers_a_held_request() {
-    let start = Instant::now();
-    let mut now = start;
-    let mut router = router();
-    let stream = StreamKey::new("r1", "main");
-    let (mut publisher, offer) = Client::new(1031, Direction::SendOnly, now);
-    let (_, answer) = router.publish(stream.clone(), &offer, now).unwrap();
-    publisher.accept(&answer);
-    let mut viewers: Vec<Client> = Vec::new();
+    // A slow encoder: it answers a request 200 ms later, by which time the
+    // second viewer has connected and asked too.
     let mut answered = 0;
-    for tick in 0..2000u64 {
-        now = start + Duration::from_millis(tick);
-        if tick == 300 || tick == 400 {
-            let (mut viewer, offer) = Client::new(1032 + tick as u16, Direction::RecvOnly, now);
-            let (_, answer) = router
-                .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
-                .unwrap();
-            viewer.accept(&answer);
-            viewers.push(viewer);
+    let (publisher, viewers) = two_viewers_join(1031, |publisher, n, now| {
+        let due = publisher.keyframe_requests.len() > answered
+            && publisher
+                .keyframe_requests
+                .last()
+                .is_some_and(|at| now.duration_since(*at) >= Duration::from_millis(200));
+        if due {
+            answered = publisher.keyframe_requests.len();
+            vp8_frame(n)
+        } else {
+            vp8_delta_frame(n)
         }
-        if tick % 33 == 0 && tick > 0 {
-            // A slow encoder: it answers a request 200 ms later, by which
-            // time the second viewer has connected and asked too.
-            let due = publisher.keyframe_requests.len() > answered
-                && publisher
-                    .keyframe_requests
-                    .last()
-                    .is_some_and(|at| now.duration_since(*at) >= Duration::from_millis(200));
-            if due {
-                answered = publisher.keyframe_requests.len();
-            }
-            let frame = if due {
-                vp8_frame(tick)
-            } else {
-                vp8_delta_frame(tick)
-            };
-            publisher.send(MediaKind::Video, tick / 33, &frame, now);
-        }
-        let mut clients: Vec<&mut Client> = vec![&mut publisher];
-        clients.extend(viewers.iter_mut());
-        step(&mut router, &mut clients, now);
-    }
+    });
     // The second viewer connected before the first request's keyframe
     // arrived, so that keyframe served both: its held request is dropped.
     assert_eq!(

@@ -143,28 +143,26 @@ impl TestEngine {
             .and_then(|value| value.parse().ok())
     }
 
-    /// `GET` a JSON document without credentials.
+    /// `GET` a JSON document with a bearer token.
     pub async fn get_json_as(&self, path: &str, token: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let request = self.http.get(format!("{}{path}", self.base));
+        request_json(request.bearer_auth(token)).await
     }
 
+    /// `GET` a JSON document without credentials.
     pub async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        request_json(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// Fault injection: the room's actor panics and is restarted.
+    pub fn crash_room(&self, room: &str) {
+        self.engine()
+            .actors()
+            .rooms()
+            .cast(actors::RoomSupervisorMsg::Crash {
+                room_id: room.into(),
+            })
+            .unwrap();
     }
 
     /// `DELETE` with a bearer token; returns the status.
@@ -377,4 +375,8 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<Envelope> {
         envelopes.push(envelope);
     }
     envelopes
+}
+
+async fn request_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
