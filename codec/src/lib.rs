@@ -19,7 +19,8 @@ pub use audio::{OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusDecoder, OpusEncoder, 
 pub use error::CodecError;
 pub use pattern::TestPattern;
 pub use video::{
-    EncodedFrame, RawVideo, VideoCodec, VideoDecoder, VideoEncoder, VideoEncoderConfig,
+    EncodedFrame, EncoderChoice, RawVideo, VideoCodec, VideoDecoder, VideoEncoder,
+    VideoEncoderConfig, choose_h264_encoder,
 };
 
 /// Initialises FFmpeg once per process and quiets its logging to errors, so

@@ -50,6 +50,58 @@ impl VideoCodec {
     }
 }
 
+/// Which H.264 encoder this machine will use, and why: NVENC when a usable
+/// NVIDIA GPU answers (opening `h264_nvenc` succeeds), libx264 otherwise.
+/// Decided by trying, not by looking for a device file: a driver that is
+/// present but unusable (no `libcuda.so.1`, no free session) fails here
+/// and falls back, instead of failing a live transcode later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderChoice {
+    pub name: &'static str,
+    pub hardware: bool,
+    /// One line for the log: what was tried and what happened.
+    pub reason: String,
+}
+
+/// Probes for a usable hardware H.264 encoder (see [`EncoderChoice`]).
+pub fn choose_h264_encoder() -> EncoderChoice {
+    crate::init();
+    let Some(nvenc) = ffmpeg::encoder::find_by_name("h264_nvenc") else {
+        return EncoderChoice {
+            name: "libx264",
+            hardware: false,
+            reason: "this FFmpeg build has no h264_nvenc".into(),
+        };
+    };
+    // The probe's failure is expected on most machines: keep FFmpeg's own
+    // error line ("Cannot load libcuda.so.1") out of the logs; the reason
+    // below carries it.
+    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
+    let probe = codec::context::Context::new_with_codec(nvenc)
+        .encoder()
+        .video()
+        .and_then(|mut encoder| {
+            encoder.set_width(256);
+            encoder.set_height(144);
+            encoder.set_format(Pixel::YUV420P);
+            encoder.set_time_base((1, 30));
+            encoder.open_as(nvenc)
+        });
+    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+    match probe {
+        Ok(_) => EncoderChoice {
+            name: "h264_nvenc",
+            hardware: true,
+            reason: "h264_nvenc opened a test session".into(),
+        },
+        Err(error) => EncoderChoice {
+            name: "libx264",
+            hardware: false,
+            reason: format!("h264_nvenc is built in but could not open: {error}"),
+        },
+    }
+}
+
 /// One uncompressed picture in planar YUV 4:2:0.
 pub struct RawVideo(ffmpeg::frame::Video);
 

@@ -122,3 +122,18 @@ fn opus_tone_survives_libopus_and_back() {
     assert!(samples >= 48 * OPUS_FRAME_SAMPLES, "{samples} samples");
     assert!(encoder.encode(&[0; 10]).is_err());
 }
+
+#[test]
+fn the_h264_encoder_choice_names_its_reason_and_opens() {
+    let choice = codec::choose_h264_encoder();
+    eprintln!("encoder: {} ({})", choice.name, choice.reason);
+    assert!(!choice.reason.is_empty());
+    assert_eq!(choice.hardware, choice.name == "h264_nvenc");
+    // On a machine without a usable NVIDIA GPU (this CI) the probe must
+    // fall back, saying why; on one with a GPU it picks NVENC.
+    let gpu = std::path::Path::new("/dev/nvidia0").exists();
+    if !gpu {
+        assert_eq!(choice.name, "libx264", "{}", choice.reason);
+        assert!(choice.reason.contains("h264_nvenc"), "{}", choice.reason);
+    }
+}
