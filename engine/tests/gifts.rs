@@ -610,3 +610,53 @@ async fn a_rooms_own_goal_is_set_by_a_moderator_and_survives_a_restart() {
     assert_eq!((resumed.coins, resumed.reached), (150, true));
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_of_one_key_with_different_gifts_charge_one_of_them() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 10_000, "pay").await.status, 201);
+    let alice = t.token("alice", "r1", &["gift"]).await;
+    let mut sends = Vec::new();
+    for n in 0..20 {
+        let gift_id = if n % 2 == 0 { "flower" } else { "cake" };
+        let body = json!({ "gift_id": gift_id, "count": 1, "to": "streamer" });
+        let (t_http, base, token) = (t.http.clone(), t.base.clone(), alice.clone());
+        sends.push(tokio::spawn(async move {
+            let response = t_http
+                .post(format!("{base}/v1/rooms/r1/gifts"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", "one-key")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (gift_id, status, body["id"].as_str().map(str::to_owned))
+        }));
+    }
+    let mut results = Vec::new();
+    for send in sends {
+        results.push(send.await.unwrap());
+    }
+    let winner = results
+        .iter()
+        .find(|(_, status, _)| *status == 201)
+        .map(|(gift, _, id)| (*gift, id.clone()))
+        .expect("one send is charged");
+    for (gift, status, id) in &results {
+        if *gift == winner.0 {
+            assert!(*status == 201 || *status == 200, "{results:?}");
+            assert_eq!(
+                id, &winner.1,
+                "every request of the charged gift answers with it"
+            );
+        } else {
+            assert_eq!(*status, 409, "{results:?}");
+        }
+    }
+    let price = if winner.0 == "flower" { 50 } else { 200 };
+    assert_eq!(balance(&t, "alice").await, 10_000 - price);
+    t.shutdown().await;
+}

@@ -15,7 +15,7 @@
 //! room's running views (combos, leaderboard, goal), which it rebuilds from
 //! the store's gift rows when it starts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -147,6 +147,8 @@ impl From<InvalidGift> for GiftRefusal {
 /// The store's answer for a send, back in the actor.
 pub struct GiftStored {
     submit: GiftSubmit,
+    /// The parameters the store judged (see [`InFlight`]).
+    fingerprint: String,
     result: Result<GiftOutcome, storage::StoreError>,
 }
 
@@ -162,17 +164,10 @@ pub struct RoomGifts {
     leaderboard_owed: bool,
     /// Sends at the store, by (sender, key): a retry that arrives while its
     /// original is in flight waits for the original's answer instead of
-    /// costing the store a second command (single flight).
+    /// costing the store a second command (single flight). Retries that
+    /// come after the answer go to the store, which judges every key.
     in_flight: HashMap<(String, String), InFlight>,
-    /// Answers of recent sends, by (sender, key): a late retry is answered
-    /// from here without the store. Receipts are immutable once committed,
-    /// and keys outlive this cache by far, so it never disagrees.
-    recent: HashMap<(String, String), (String, GiftAnswer)>,
-    recent_order: VecDeque<(String, String)>,
 }
-
-/// Answers kept for late retries, per room.
-const RECENT_ANSWERS: usize = 4096;
 
 struct InFlight {
     fingerprint: String,
@@ -218,8 +213,6 @@ impl RoomGifts {
             last_leaderboard_ms: 0,
             leaderboard_owed: false,
             in_flight: HashMap::new(),
-            recent: HashMap::new(),
-            recent_order: VecDeque::new(),
         })
     }
 
@@ -252,18 +245,6 @@ impl RoomGifts {
             }
         };
         let flight_key = (charge.from.clone(), charge.idempotency_key.clone());
-        if let Some((fingerprint, answer)) = self.recent.get(&flight_key) {
-            let reply = if *fingerprint == charge.fingerprint {
-                Ok(GiftAnswer {
-                    replayed: true,
-                    ..answer.clone()
-                })
-            } else {
-                Err(conflict())
-            };
-            let _ = submit.reply.send(reply);
-            return false;
-        }
         match self.in_flight.get_mut(&flight_key) {
             Some(flight) if flight.fingerprint == charge.fingerprint => {
                 flight.waiters.push(submit);
@@ -308,8 +289,13 @@ impl RoomGifts {
         );
         let (store, myself) = (Arc::clone(store), myself.clone());
         tokio::spawn(async move {
+            let fingerprint = record.fingerprint.clone();
             let result = store.send_gift(record, event).await;
-            let stored = GiftStored { submit, result };
+            let stored = GiftStored {
+                submit,
+                fingerprint,
+                result,
+            };
             // The actor is gone (restarting): the send may have committed;
             // the client retries with its key and learns which.
             if let Err(ractor::MessagingErr::SendErr(RoomMsg::GiftStored(stored))) =
@@ -329,17 +315,26 @@ impl RoomGifts {
         hub: &RoomHub,
         stored: GiftStored,
     ) -> Option<storage::OutboxEvent> {
-        let GiftStored { submit, result } = stored;
+        let GiftStored {
+            submit,
+            fingerprint,
+            result,
+        } = stored;
         let flight_key = (
             submit.user_id.clone(),
             submit.request.idempotency_key.clone(),
         );
-        let flight = self.in_flight.remove(&flight_key);
+        // The waiters belong to the send with their parameters: a request
+        // with other parameters under the same key answers only itself.
+        let waiters = match self.in_flight.get(&flight_key) {
+            Some(flight) if flight.fingerprint == fingerprint => self
+                .in_flight
+                .remove(&flight_key)
+                .map(|flight| flight.waiters)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let answer = answer(room_id, result);
-        if let (Ok(committed), Some(flight)) = (&answer, &flight) {
-            self.remember(flight_key, flight.fingerprint.clone(), committed.clone());
-        }
-        let waiters = flight.map(|flight| flight.waiters).unwrap_or_default();
         let mut goal_event = None;
         if let Ok(GiftAnswer {
             receipt,
@@ -360,21 +355,6 @@ impl RoomGifts {
         }
         let _ = submit.reply.send(answer);
         goal_event
-    }
-
-    fn remember(&mut self, key: (String, String), fingerprint: String, answer: GiftAnswer) {
-        if self
-            .recent
-            .insert(key.clone(), (fingerprint, answer))
-            .is_none()
-        {
-            self.recent_order.push_back(key);
-        }
-        while self.recent_order.len() > RECENT_ANSWERS {
-            if let Some(oldest) = self.recent_order.pop_front() {
-                self.recent.remove(&oldest);
-            }
-        }
     }
 
     fn apply(

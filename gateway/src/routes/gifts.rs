@@ -65,15 +65,7 @@ pub async fn put_gift(
     };
     gift.validate().map_err(ApiError::bad_request)?;
     app.store
-        .put_catalog_entry(CatalogEntry {
-            gift_id: gift.id.clone(),
-            name: gift.name.clone(),
-            price: gift.price,
-            tier: gift.tier,
-            combo: gift.combo,
-            retired: false,
-            updated_ms: actors::now_ms(),
-        })
+        .put_catalog_entry(catalog_entry(&gift, false))
         .await?;
     let body = json!({ "id": gift.id, "name": gift.name, "price": gift.price, "tier": gift.tier, "combo": gift.combo });
     app.catalog.update(|catalog| catalog.upsert(gift));
@@ -92,18 +84,22 @@ pub async fn retire_gift(
         return Err(ApiError::not_found("no such gift in the catalog"));
     };
     app.store
-        .put_catalog_entry(CatalogEntry {
-            gift_id: gift.id,
-            name: gift.name,
-            price: gift.price,
-            tier: gift.tier,
-            combo: gift.combo,
-            retired: true,
-            updated_ms: actors::now_ms(),
-        })
+        .put_catalog_entry(catalog_entry(&gift, true))
         .await?;
     app.catalog.update(|catalog| catalog.remove(&gift_id));
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn catalog_entry(gift: &Gift, retired: bool) -> CatalogEntry {
+    CatalogEntry {
+        gift_id: gift.id.clone(),
+        name: gift.name.clone(),
+        price: gift.price,
+        tier: gift.tier,
+        combo: gift.combo,
+        retired,
+        updated_ms: actors::now_ms(),
+    }
 }
 
 /// `GET /v1/wallets/{user}`: the user themself or the admin.
