@@ -139,13 +139,155 @@ impl OpusDecoder {
 
     /// Decodes one Opus packet; returns samples per channel decoded.
     pub fn decode(&mut self, packet: &[u8]) -> Result<usize, CodecError> {
+        let mut samples = 0;
+        self.decode_with(packet, |frame| samples += frame.samples())?;
+        Ok(samples)
+    }
+
+    /// Decodes one Opus packet and hands each decoded frame (planar
+    /// float, 48 kHz) to `sink`.
+    pub(crate) fn decode_with(
+        &mut self,
+        packet: &[u8],
+        mut sink: impl FnMut(&ffmpeg::frame::Audio),
+    ) -> Result<(), CodecError> {
         self.decoder
             .send_packet(&Packet::copy(packet))
             .map_err(CodecError::ffmpeg("decoding an Opus packet"))?;
-        let mut samples = 0;
         while self.decoder.receive_frame(&mut self.frame).is_ok() {
-            samples += self.frame.samples();
+            sink(&self.frame);
         }
-        Ok(samples)
+        Ok(())
+    }
+}
+
+/// A gap in the audio longer than this is filled with silence; a longer
+/// one (a publisher muted for minutes) restarts the timeline instead.
+const MAX_SILENCE_FILL: i64 = 5 * OPUS_SAMPLE_RATE as i64;
+
+/// One encoded AAC frame, stamped in samples at 48 kHz.
+#[derive(Debug, Clone)]
+pub struct AudioPacket {
+    pub data: Vec<u8>,
+    pub pts: i64,
+}
+
+/// A stereo AAC-LC encoder (FFmpeg's own) fed decoded Opus: the audio of
+/// HLS renditions. AAC takes 1024-sample frames, Opus gives 960, so
+/// samples queue here until a whole frame is there.
+pub struct AacEncoder {
+    encoder: ffmpeg::encoder::Audio,
+    frame_size: usize,
+    /// Queued samples per channel (left, right).
+    pending: [Vec<f32>; 2],
+    /// Media position of the first queued sample, in samples.
+    pending_pts: i64,
+    /// Samples have arrived: later ones are placed relative to them.
+    started: bool,
+    frame: ffmpeg::frame::Audio,
+    packet: Packet,
+}
+
+impl AacEncoder {
+    pub fn open(bitrate_bps: u32) -> Result<Self, CodecError> {
+        crate::init();
+        let found = ffmpeg::encoder::find(codec::Id::AAC).ok_or(CodecError::Unavailable {
+            kind: "encoder",
+            name: "aac",
+        })?;
+        let mut encoder = codec::context::Context::new_with_codec(found)
+            .encoder()
+            .audio()
+            .map_err(CodecError::ffmpeg("AAC encoder context"))?;
+        encoder.set_rate(OPUS_SAMPLE_RATE as i32);
+        encoder.set_format(Sample::F32(Type::Planar));
+        encoder.set_channel_layout(ChannelLayout::STEREO);
+        encoder.set_time_base((1, OPUS_SAMPLE_RATE as i32));
+        encoder.set_bit_rate(bitrate_bps as usize);
+        // MP4 wants the AudioSpecificConfig in the stream header.
+        encoder.set_flags(codec::Flags::GLOBAL_HEADER);
+        let encoder = encoder
+            .open_as(found)
+            .map_err(CodecError::ffmpeg("opening the AAC encoder"))?;
+        let frame_size = encoder.frame_size().max(1) as usize;
+        let frame =
+            ffmpeg::frame::Audio::new(Sample::F32(Type::Planar), frame_size, ChannelLayout::STEREO);
+        Ok(Self {
+            encoder,
+            frame_size,
+            pending: [Vec::new(), Vec::new()],
+            pending_pts: 0,
+            started: false,
+            frame,
+            packet: Packet::empty(),
+        })
+    }
+
+    pub(crate) fn parameters(&self) -> codec::Parameters {
+        codec::Parameters::from(&self.encoder)
+    }
+
+    /// Queues decoded samples that belong at media position `pts` (in
+    /// samples) and encodes every whole frame. A gap since the last
+    /// samples (packets lost, DTX silence) is filled with silence so the
+    /// audio stays on the media timeline; samples that would go back in
+    /// time are dropped.
+    pub(crate) fn push(
+        &mut self,
+        pcm: &ffmpeg::frame::Audio,
+        pts: i64,
+    ) -> Result<Vec<AudioPacket>, CodecError> {
+        if pcm.format() != Sample::F32(Type::Planar) || pcm.channels() == 0 {
+            return Err(CodecError::Input(format!(
+                "AAC takes planar float samples, got {:?} x{}",
+                pcm.format(),
+                pcm.channels()
+            )));
+        }
+        let queued_end = self.pending_pts + self.pending[0].len() as i64;
+        let slack = OPUS_FRAME_SAMPLES as i64;
+        if !self.started || pts - queued_end > MAX_SILENCE_FILL {
+            self.started = true;
+            self.pending = [Vec::new(), Vec::new()];
+            self.pending_pts = pts;
+        } else if pts > queued_end + slack {
+            let gap = (pts - queued_end) as usize;
+            for channel in &mut self.pending {
+                channel.resize(channel.len() + gap, 0.0);
+            }
+        } else if pts + slack < queued_end {
+            return Ok(Vec::new());
+        }
+        let samples = pcm.samples();
+        let left = &pcm.plane::<f32>(0)[..samples];
+        let right = &pcm.plane::<f32>(if pcm.channels() > 1 { 1 } else { 0 })[..samples];
+        self.pending[0].extend_from_slice(left);
+        self.pending[1].extend_from_slice(right);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<Vec<AudioPacket>, CodecError> {
+        let mut out = Vec::new();
+        while self.pending[0].len() >= self.frame_size {
+            for (channel, queued) in self.pending.iter_mut().enumerate() {
+                self.frame
+                    .plane_mut::<f32>(channel)
+                    .copy_from_slice(&queued[..self.frame_size]);
+                queued.drain(..self.frame_size);
+            }
+            self.frame.set_pts(Some(self.pending_pts));
+            self.frame.set_rate(OPUS_SAMPLE_RATE);
+            self.pending_pts += self.frame_size as i64;
+            self.encoder
+                .send_frame(&self.frame)
+                .map_err(CodecError::ffmpeg("sending samples to the AAC encoder"))?;
+            while self.encoder.receive_packet(&mut self.packet).is_ok() {
+                out.push(AudioPacket {
+                    data: self.packet.data().unwrap_or_default().to_vec(),
+                    pts: self.packet.pts().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -12,15 +12,24 @@
 
 mod audio;
 mod error;
+pub mod hls;
+pub mod ladder;
 mod pattern;
+mod poster;
+mod scale;
 mod video;
 
-pub use audio::{OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusDecoder, OpusEncoder, ToneSource};
+pub use audio::{
+    AacEncoder, AudioPacket, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusDecoder, OpusEncoder,
+    ToneSource,
+};
 pub use error::CodecError;
 pub use pattern::TestPattern;
+pub use poster::encode_jpeg;
+pub use scale::Scaler;
 pub use video::{
-    EncodedFrame, EncoderChoice, RawVideo, VideoCodec, VideoDecoder, VideoEncoder,
-    VideoEncoderConfig, choose_h264_encoder,
+    EncodedFrame, EncoderChoice, EncoderSetup, RawVideo, VideoCodec, VideoDecoder, VideoEncoder,
+    VideoEncoderConfig, choose_h264_encoder, h264_codec_string, realtime_cli_args,
 };
 
 /// Initialises FFmpeg once per process and quiets its logging to errors, so

@@ -1,0 +1,202 @@
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use ffmpeg::{Dictionary, Packet, Rational, codec};
+use ffmpeg_next as ffmpeg;
+
+use crate::audio::{AacEncoder, AudioPacket};
+use crate::{CodecError, EncodedFrame, VideoEncoder};
+
+/// RTP's video clock: the timestamps of video frames given to the writer.
+pub const VIDEO_CLOCK_HZ: i32 = 90_000;
+/// The clock of audio packets (48 kHz samples).
+pub const AUDIO_CLOCK_HZ: i32 = 48_000;
+
+/// The playlist of each rendition, beside its init segment and media
+/// segments in the rendition's directory.
+pub const MEDIA_PLAYLIST: &str = "index.m3u8";
+
+/// A media segment the muxer finished: complete on disk and listed in the
+/// playlist, so it can be announced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsSegment {
+    /// Media sequence number, from 0.
+    pub sequence: u64,
+    /// The file name, relative to the rendition's playlist.
+    pub uri: String,
+    pub duration_ms: u64,
+}
+
+/// One rendition's HLS output: CMAF (fragmented MP4) segments cut on
+/// keyframes, an init segment and an EVENT playlist that gains an
+/// `#EXT-X-ENDLIST` when the writer finishes, so the live playlist becomes
+/// the recording's VOD playlist without a copy.
+///
+/// FFmpeg's `hls` muxer does the cutting and the playlist; this type feeds
+/// it encoded frames and reports each segment once it is complete.
+pub struct HlsWriter {
+    output: ffmpeg::format::context::Output,
+    playlist: PathBuf,
+    video: usize,
+    audio: Option<usize>,
+    /// Segments already reported.
+    reported: usize,
+    playlist_modified: Option<SystemTime>,
+}
+
+impl HlsWriter {
+    /// Starts a rendition in `dir` (created if missing). `audio` adds an
+    /// AAC track fed by [`Self::write_audio`].
+    pub fn create(
+        dir: &Path,
+        segment_seconds: u32,
+        video: &VideoEncoder,
+        audio: Option<&AacEncoder>,
+    ) -> Result<Self, CodecError> {
+        crate::init();
+        std::fs::create_dir_all(dir).map_err(|error| {
+            CodecError::Input(format!("cannot create {}: {error}", dir.display()))
+        })?;
+        let playlist = dir.join(MEDIA_PLAYLIST);
+        let mut output = ffmpeg::format::output_as(&playlist, "hls")
+            .map_err(CodecError::ffmpeg("opening the HLS muxer"))?;
+        let video_index = add_stream(&mut output, video.parameters(), VIDEO_CLOCK_HZ)?;
+        let audio_index = audio
+            .map(|aac| add_stream(&mut output, aac.parameters(), AUDIO_CLOCK_HZ))
+            .transpose()?;
+        // SAFETY: a plain field of the open output context, read by the
+        // muxer on every interleaved write. A track that stalls (audio that
+        // never comes) must not hold video back for the default 10 s.
+        unsafe {
+            (*output.as_mut_ptr()).max_interleave_delta = 500_000;
+        }
+        let mut options = Dictionary::new();
+        options.set("hls_time", &segment_seconds.to_string());
+        options.set("hls_segment_type", "fmp4");
+        options.set("hls_playlist_type", "event");
+        options.set("hls_fmp4_init_filename", "init.mp4");
+        options.set(
+            "hls_segment_filename",
+            &dir.join("seg_%05d.m4s").to_string_lossy(),
+        );
+        // Segments are written under a temporary name and renamed when
+        // complete, so the gateway never serves half a segment.
+        options.set("hls_flags", "independent_segments+temp_file");
+        output
+            .write_header_with(options)
+            .map_err(CodecError::ffmpeg("writing the HLS header"))?;
+        Ok(Self {
+            output,
+            playlist,
+            video: video_index,
+            audio: audio_index,
+            reported: 0,
+            playlist_modified: None,
+        })
+    }
+
+    /// Writes one encoded video frame whose `pts` is on the 90 kHz media
+    /// timeline; returns the segments this completed.
+    pub fn write_video(&mut self, frame: &EncodedFrame) -> Result<Vec<HlsSegment>, CodecError> {
+        let mut packet = Packet::copy(&frame.data);
+        packet.set_pts(Some(frame.pts));
+        packet.set_dts(Some(frame.pts));
+        if frame.keyframe {
+            packet.set_flags(codec::packet::Flags::KEY);
+        }
+        self.write(packet, self.video, VIDEO_CLOCK_HZ)?;
+        self.completed_segments()
+    }
+
+    /// Writes one AAC packet (48 kHz timestamps). Without an audio track
+    /// (the writer was created without one) it is ignored.
+    pub fn write_audio(&mut self, audio: &AudioPacket) -> Result<(), CodecError> {
+        let Some(index) = self.audio else {
+            return Ok(());
+        };
+        let mut packet = Packet::copy(&audio.data);
+        packet.set_pts(Some(audio.pts));
+        packet.set_dts(Some(audio.pts));
+        self.write(packet, index, AUDIO_CLOCK_HZ)
+    }
+
+    fn write(&mut self, mut packet: Packet, index: usize, clock: i32) -> Result<(), CodecError> {
+        let stream_base = self
+            .output
+            .stream(index)
+            .map(|stream| stream.time_base())
+            .unwrap_or(Rational(1, clock));
+        packet.set_stream(index);
+        packet.rescale_ts(Rational(1, clock), stream_base);
+        packet
+            .write_interleaved(&mut self.output)
+            .map_err(CodecError::ffmpeg("writing to the HLS muxer"))
+    }
+
+    /// Ends the rendition: the last segment and `#EXT-X-ENDLIST`. Returns
+    /// the segments not reported yet.
+    pub fn finish(mut self) -> Result<Vec<HlsSegment>, CodecError> {
+        self.output
+            .write_trailer()
+            .map_err(CodecError::ffmpeg("finishing the HLS playlist"))?;
+        self.playlist_modified = None;
+        self.completed_segments()
+    }
+
+    /// The segments listed in the playlist since the last call. The muxer
+    /// rewrites the playlist (atomically, by rename) each time it closes a
+    /// segment; reading it only when it changed costs one `stat` per frame.
+    fn completed_segments(&mut self) -> Result<Vec<HlsSegment>, CodecError> {
+        let modified = std::fs::metadata(&self.playlist)
+            .and_then(|meta| meta.modified())
+            .ok();
+        if modified.is_none() || modified == self.playlist_modified {
+            return Ok(Vec::new());
+        }
+        self.playlist_modified = modified;
+        let segments = read_segments(&self.playlist)?;
+        let fresh = segments.into_iter().skip(self.reported).collect::<Vec<_>>();
+        self.reported += fresh.len();
+        Ok(fresh)
+    }
+}
+
+fn add_stream(
+    output: &mut ffmpeg::format::context::Output,
+    parameters: codec::Parameters,
+    clock: i32,
+) -> Result<usize, CodecError> {
+    let mut stream = output
+        .add_stream(ffmpeg::encoder::find(parameters.id()))
+        .map_err(CodecError::ffmpeg("adding a stream to the HLS muxer"))?;
+    stream.set_parameters(parameters);
+    stream.set_time_base(Rational(1, clock));
+    Ok(stream.index())
+}
+
+/// The segments a media playlist lists, in order.
+pub fn read_segments(playlist: &Path) -> Result<Vec<HlsSegment>, CodecError> {
+    let bytes = std::fs::read(playlist).map_err(|error| {
+        CodecError::Input(format!("cannot read {}: {error}", playlist.display()))
+    })?;
+    // Opening the muxer leaves an empty file until the first segment.
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed = m3u8_rs::parse_media_playlist_res(&bytes).map_err(|error| {
+        CodecError::Input(format!(
+            "{} is not a media playlist: {error:?}",
+            playlist.display()
+        ))
+    })?;
+    Ok(parsed
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(index, segment)| HlsSegment {
+            sequence: parsed.media_sequence + index as u64,
+            uri: segment.uri.clone(),
+            duration_ms: (f64::from(segment.duration) * 1000.0).round() as u64,
+        })
+        .collect())
+}
