@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use interactive::BatchConfig;
 
+use crate::recording::RecordingConfig;
 use crate::room::GiftsConfig;
 use crate::supervision::RestartBudget;
 
@@ -52,6 +53,8 @@ pub struct ActorsConfig {
     pub restart_budget: RestartBudget,
     /// Events the relay takes from the outbox per round trip.
     pub relay_batch: usize,
+    /// Transcoding and recording of streams; none forwards media only.
+    pub recording: Option<RecordingConfig>,
 }
 
 impl Default for ActorsConfig {
@@ -64,6 +67,7 @@ impl Default for ActorsConfig {
             session_queue: 256,
             restart_budget: RestartBudget::default(),
             relay_batch: 256,
+            recording: None,
         }
     }
 }

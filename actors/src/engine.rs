@@ -176,6 +176,7 @@ impl Deps {
             store: self.store.clone(),
             rooms,
             budget: self.config.restart_budget,
+            recording: self.config.recording.clone(),
         };
         Ok(
             StreamSupervisor::spawn_linked(None, StreamSupervisor, args, supervisor)

@@ -63,6 +63,9 @@ pub const STREAM_ENDED: &str = "stream.ended";
 pub const GIFT_SENT: &str = "gift.sent";
 pub const WALLET_TOPPED_UP: &str = "wallet.topped_up";
 pub const GIFT_GOAL_REACHED: &str = "gift_goal.reached";
+pub const RECORDING_STARTED: &str = "recording.started";
+pub const RECORDING_SEGMENT: &str = "recording.segment";
+pub const RECORDING_FINISHED: &str = "recording.finished";
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 //! EngineSupervisor
 //!  ├─ RoomSupervisor ── RoomActor(room)     validation, moderation, seq, persistence, batching, presence
 //!  ├─ SessionSupervisor ─ UserActor(session) grants, rate limit, forwarding to the room
-//!  ├─ StreamSupervisor ── StreamActor(stream) stream.started/ended events and frames
+//!  ├─ StreamSupervisor ── StreamActor(stream) stream.started/ended events and frames, recordings
 //!  └─ OutboxRelay                            storage outbox -> event bus, with backoff
 //! ```
 //!
@@ -39,6 +39,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod hub;
+pub mod recording;
 pub mod relay;
 pub mod room;
 pub mod session;
@@ -48,6 +49,7 @@ pub mod supervision;
 pub use config::{ActorsConfig, DanmakuConfig};
 pub use engine::{Actors, EngineSupervisor};
 pub use hub::{Broadcast, RoomHub, SessionTx};
+pub use recording::{LiveRecordings, RecordingConfig};
 pub use room::{
     GiftAnswer, GiftRefusal, GiftSubmit, GiftsConfig, RoomError, RoomMsg, RoomSupervisorMsg,
     SharedCatalog,

@@ -26,6 +26,7 @@ use storage::Store;
 use crate::events::{self, outbox_event};
 use crate::hub::{Broadcast, RoomHub};
 use crate::now_ms;
+use crate::recording::{self, RecordingConfig};
 use crate::room::RoomSupervisorMsg;
 use crate::supervision::{RestartBudget, Restarts};
 
@@ -34,11 +35,15 @@ pub type RoomsLocator = Arc<dyn Fn() -> ActorRef<RoomSupervisorMsg> + Send + Syn
 
 pub enum StreamSupervisorMsg {
     Media(MediaEvent),
+    /// A stream's recording failed while it may still be live.
+    RecordingFailed(StreamKey),
 }
 
 pub enum StreamMsg {
     SubscriberJoined,
     SubscriberLeft,
+    /// Start a recording (at start, and again after one failed).
+    Record,
     /// The publisher left: announce the end and stop.
     Ended {
         reason: String,
@@ -51,6 +56,8 @@ pub struct StreamSupervisorArgs {
     pub store: Arc<dyn Store>,
     pub rooms: RoomsLocator,
     pub budget: RestartBudget,
+    /// Transcode and record streams (none: forward only).
+    pub recording: Option<RecordingConfig>,
 }
 
 pub struct StreamsState {
@@ -63,6 +70,8 @@ struct Running {
     actor: ActorRef<StreamMsg>,
     start: StreamStart,
     restarts: Restarts,
+    /// Restarts of the stream's recording after failures.
+    recording_restarts: Restarts,
 }
 
 /// What a StreamActor is started with; kept to restart it.
@@ -97,7 +106,20 @@ impl Actor for StreamSupervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let StreamSupervisorMsg::Media(MediaEvent { event, owner }) = msg;
+        let MediaEvent { event, owner } = match msg {
+            StreamSupervisorMsg::Media(event) => event,
+            StreamSupervisorMsg::RecordingFailed(key) => {
+                let budget = state.args.budget;
+                if let Some(running) = state.streams.get_mut(&key) {
+                    if running.recording_restarts.allow(budget, Instant::now()) {
+                        let _ = running.actor.cast(StreamMsg::Record);
+                    } else {
+                        tracing::error!(room = %key.room, stream = %key.stream, "recording exceeded its restart budget");
+                    }
+                }
+                return Ok(());
+            }
+        };
         match event {
             SfuEvent::Connected {
                 role: Role::Publisher,
@@ -122,6 +144,7 @@ impl Actor for StreamSupervisor {
                             actor,
                             start,
                             restarts: Restarts::default(),
+                            recording_restarts: Restarts::default(),
                         },
                     );
                 }
@@ -148,8 +171,12 @@ impl Actor for StreamSupervisor {
                     });
                 }
             }
-            // Counters become metrics on the media thread.
-            SfuEvent::Stats(_) | SfuEvent::Forwarded { .. } => {}
+            // Counters become metrics on the media thread; frames for
+            // transcoders never leave it.
+            SfuEvent::Stats(_)
+            | SfuEvent::Forwarded { .. }
+            | SfuEvent::Ingest(_)
+            | SfuEvent::RenditionKeyframeWanted(_) => {}
         }
         Ok(())
     }
@@ -203,6 +230,8 @@ impl StreamsState {
             resumed,
             hub,
             store: self.args.store.clone(),
+            recording: self.args.recording.clone(),
+            supervisor: myself.clone(),
         };
         match StreamActor::spawn_linked(None, StreamActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -230,6 +259,8 @@ pub struct StreamArgs {
     resumed: bool,
     hub: Arc<RoomHub>,
     store: Arc<dyn Store>,
+    recording: Option<RecordingConfig>,
+    supervisor: ActorRef<StreamSupervisorMsg>,
 }
 
 pub struct StreamState {
@@ -237,6 +268,8 @@ pub struct StreamState {
     hub: Arc<RoomHub>,
     store: Arc<dyn Store>,
     subscribers: u64,
+    recording: Option<RecordingConfig>,
+    supervisor: ActorRef<StreamSupervisorMsg>,
 }
 
 impl Actor for StreamActor {
@@ -246,7 +279,7 @@ impl Actor for StreamActor {
 
     async fn pre_start(
         &self,
-        _: ActorRef<StreamMsg>,
+        myself: ActorRef<StreamMsg>,
         args: StreamArgs,
     ) -> Result<StreamState, ActorProcessingErr> {
         let StreamArgs {
@@ -254,6 +287,8 @@ impl Actor for StreamActor {
             resumed,
             hub,
             store,
+            recording,
+            supervisor,
         } = args;
         if !resumed {
             let key = &start.key;
@@ -277,6 +312,11 @@ impl Actor for StreamActor {
             });
             hub.publish(Broadcast::new(frame, None));
             tracing::info!(room = %key.room, stream = %key.stream, "stream started");
+            // A restarted actor leaves the running recording alone: it
+            // lives in the media plane, not here.
+            if recording.is_some() && start.tracks.iter().any(|t| t == "video") {
+                myself.cast(StreamMsg::Record)?;
+            }
         }
         metrics::gauge!("live_streams_live").increment(1.0);
         Ok(StreamState {
@@ -284,6 +324,8 @@ impl Actor for StreamActor {
             hub,
             store,
             subscribers: 0,
+            recording,
+            supervisor,
         })
     }
 
@@ -305,6 +347,20 @@ impl Actor for StreamActor {
         match msg {
             StreamMsg::SubscriberJoined => state.subscribers += 1,
             StreamMsg::SubscriberLeft => state.subscribers = state.subscribers.saturating_sub(1),
+            StreamMsg::Record => {
+                if let Some(config) = &state.recording {
+                    let start = &state.start;
+                    recording::start(
+                        config,
+                        &start.key,
+                        start.tracks.iter().any(|t| t == "audio"),
+                        &start.publisher,
+                        state.store.clone(),
+                        Some(state.supervisor.clone()),
+                    )
+                    .await;
+                }
+            }
             StreamMsg::Ended { reason } => {
                 let key = &state.start.key;
                 let ended_ms = now_ms();

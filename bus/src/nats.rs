@@ -59,6 +59,12 @@ pub const STREAMS: &[StreamSpec] = &[
         subjects: "live.wallet.>",
         max_age: Duration::from_secs(365 * 24 * 3600),
     },
+    // Recordings: what the VOD service builds its assets from.
+    StreamSpec {
+        name: "LIVE_RECORDINGS",
+        subjects: "live.recording.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
     StreamSpec {
         name: "LIVE_GIFT_GOALS",
         subjects: "live.gift_goal.>",

@@ -200,3 +200,15 @@ pub fn read_segments(playlist: &Path) -> Result<Vec<HlsSegment>, CodecError> {
         })
         .collect())
 }
+
+/// Ends a media playlist whose writer is gone (it failed mid-stream):
+/// appends `#EXT-X-ENDLIST` unless it is there, so players see a finished
+/// recording rather than a live stream that never updates.
+pub fn seal_playlist(playlist: &Path) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(playlist)?;
+    if text.is_empty() || text.contains("#EXT-X-ENDLIST") {
+        return Ok(());
+    }
+    let separator = if text.ends_with('\n') { "" } else { "\n" };
+    std::fs::write(playlist, format!("{text}{separator}#EXT-X-ENDLIST\n"))
+}

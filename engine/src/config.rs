@@ -42,6 +42,7 @@ pub struct Config {
     pub billing: BillingSection,
     pub ws: WsSection,
     pub store: StoreSection,
+    pub transcode: TranscodeSection,
     /// How long a graceful shutdown may take before it gives up waiting.
     pub shutdown_timeout_s: u64,
 }
@@ -154,6 +155,7 @@ impl Default for Config {
             billing: BillingSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
+            transcode: TranscodeSection::default(),
             shutdown_timeout_s: 10,
         }
     }
@@ -216,6 +218,56 @@ impl Default for WsSection {
     }
 }
 
+/// Transcoding, HLS and recording of live streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscodeSection {
+    /// Transcode (ABR ladder, HLS, recording) every stream with video.
+    pub enabled: bool,
+    /// Streams transcoded at once; a stream beyond it is forwarded only.
+    pub max_concurrent: usize,
+    /// `auto` (h264_nvenc when a usable NVIDIA GPU answers, else
+    /// libx264), `libx264` or `h264_nvenc`.
+    pub encoder: String,
+    /// HLS segment length; renditions get a keyframe on this grid.
+    pub segment_seconds: u32,
+    /// The frame rate the encoders' rate control plans for.
+    pub fps: u32,
+    /// Renditions, best first; steps taller than the input are skipped.
+    pub ladder: Vec<RenditionEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionEntry {
+    /// Directory and playlist name: `A-Z a-z 0-9 _ -`.
+    pub name: String,
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+impl Default for TranscodeSection {
+    fn default() -> Self {
+        let step = |name: &str, height, bitrate_kbps| RenditionEntry {
+            name: name.into(),
+            height,
+            bitrate_kbps,
+        };
+        Self {
+            enabled: true,
+            max_concurrent: 2,
+            encoder: "auto".into(),
+            segment_seconds: 2,
+            fps: 30,
+            ladder: vec![
+                step("720p", 720, 2500),
+                step("480p", 480, 1200),
+                step("360p", 360, 700),
+            ],
+        }
+    }
+}
+
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
@@ -242,6 +294,7 @@ const ENV_KEYS: &[&str] = &[
     "billing",
     "ws",
     "store",
+    "transcode",
     "shutdown_timeout_s",
 ];
 
@@ -331,7 +384,91 @@ impl Config {
         if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
             return Err((*message).to_owned());
         }
-        self.validate_gifts()
+        self.validate_gifts()?;
+        self.validate_transcode()
+    }
+
+    fn validate_transcode(&self) -> Result<(), String> {
+        let t = &self.transcode;
+        if !["auto", "libx264", "h264_nvenc"].contains(&t.encoder.as_str()) {
+            return Err(format!(
+                "transcode.encoder `{}` is not one of auto, libx264, h264_nvenc",
+                t.encoder
+            ));
+        }
+        if !(1..=10).contains(&t.segment_seconds) {
+            return Err("transcode.segment_seconds must be 1 to 10".into());
+        }
+        if !(1..=120).contains(&t.fps) {
+            return Err("transcode.fps must be 1 to 120".into());
+        }
+        if t.enabled && t.ladder.is_empty() {
+            return Err("transcode.ladder needs at least one rendition".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for step in &t.ladder {
+            let plain = !step.name.is_empty()
+                && step.name.len() <= 32
+                && step
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !plain || !names.insert(step.name.as_str()) {
+                return Err(format!(
+                    "transcode.ladder: `{}` must be a unique name of 1 to 32 characters of A-Z, a-z, 0-9, `_` or `-`",
+                    step.name
+                ));
+            }
+            if !(16..=4320).contains(&step.height) || step.bitrate_kbps == 0 {
+                return Err(format!(
+                    "transcode.ladder: `{}` needs a height of 16 to 4320 and a bitrate above 0",
+                    step.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ladder every transcode runs, with the encoder resolved: `auto`
+    /// probes for NVENC once, logs the choice and why, and exports it as
+    /// `live_transcode_encoder_info`.
+    pub fn ladder(&self) -> codec::ladder::LadderConfig {
+        let t = &self.transcode;
+        let (encoder, hardware, reason) = match t.encoder.as_str() {
+            "auto" => {
+                let choice = codec::choose_h264_encoder();
+                (choice.name.to_owned(), choice.hardware, choice.reason)
+            }
+            fixed => (
+                fixed.to_owned(),
+                fixed == "h264_nvenc",
+                "set by transcode.encoder".to_owned(),
+            ),
+        };
+        tracing::info!(%encoder, hardware, %reason, "transcode encoder");
+        metrics::gauge!(
+            "live_transcode_encoder_info",
+            "encoder" => encoder.clone(),
+            "hardware" => hardware.to_string(),
+            "reason" => reason
+        )
+        .set(1.0);
+        codec::ladder::LadderConfig {
+            renditions: t
+                .ladder
+                .iter()
+                .map(|step| codec::ladder::RenditionSpec {
+                    name: step.name.clone(),
+                    height: step.height,
+                    bitrate_bps: step.bitrate_kbps * 1000,
+                })
+                .collect(),
+            encoder,
+            fps: t.fps,
+            segment_seconds: t.segment_seconds,
+            recording_dir: None,
+            audio: false,
+        }
     }
 
     fn validate_gifts(&self) -> Result<(), String> {
@@ -425,6 +562,11 @@ impl Config {
         sfu::Limits {
             max_peers: self.media_max_peers,
             max_subscribers_per_stream: self.media_max_subscribers_per_stream,
+            max_transcodes: if self.transcode.enabled {
+                self.transcode.max_concurrent
+            } else {
+                0
+            },
         }
     }
 

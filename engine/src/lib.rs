@@ -81,14 +81,6 @@ impl Engine {
                 Arc::new(InProcessBus::default())
             }
         };
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let actors_config = config.actors();
-        let catalog = actors_config.gifts.catalog.clone();
-        apply_catalog_changes(&catalog, dyn_store.as_ref()).await?;
-        let actors = Actors::start(dyn_store.clone(), bus.clone(), actors_config)
-            .await
-            .context("cannot start the actor tree")?;
-        seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
         let (media, media_events) = sfu::MediaPlane::start(
             config.media_udp_addr,
             config.media_advertised_addr,
@@ -100,6 +92,25 @@ impl Engine {
                 config.media_udp_addr
             )
         })?;
+        // Installed before anything records a metric at start-up (the
+        // encoder choice below).
+        let metrics = metrics_handle();
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let recordings = actors::LiveRecordings::default();
+        let recordings_root = config.data_dir.join("recordings");
+        let mut actors_config = config.actors();
+        actors_config.recording = config.transcode.enabled.then(|| actors::RecordingConfig {
+            media: media.clone(),
+            ladder: config.ladder(),
+            root: recordings_root.clone(),
+            live: recordings.clone(),
+        });
+        let catalog = actors_config.gifts.catalog.clone();
+        apply_catalog_changes(&catalog, dyn_store.as_ref()).await?;
+        let actors = Actors::start(dyn_store.clone(), bus.clone(), actors_config)
+            .await
+            .context("cannot start the actor tree")?;
+        seed_global_terms(&actors, dyn_store.as_ref(), &config.danmaku.blocked_terms).await?;
         tokio::spawn(pump_media_events(media_events, actors.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -123,9 +134,12 @@ impl Engine {
             catalog,
             auth: Arc::new(Auth::new(&admin_key)),
             config: Arc::new(config.gateway()),
-            metrics: metrics_handle(),
+            metrics,
             shutdown: shutdown.clone(),
             sessions: sessions.clone(),
+            recordings,
+            recordings_root,
+            url_key: gateway::url_signing_key(&admin_key),
         };
         let router = gateway::router(app);
         let stop = shutdown.clone();
@@ -228,7 +242,10 @@ async fn pump_media_events(
                 tracing::info!(%peer, ?role, room = %stream.room, stream = %stream.stream, "media peer closed");
             }
             // Kept on the media thread; never sent here.
-            sfu::SfuEvent::Stats(_) | sfu::SfuEvent::Forwarded { .. } => continue,
+            sfu::SfuEvent::Stats(_)
+            | sfu::SfuEvent::Forwarded { .. }
+            | sfu::SfuEvent::Ingest(_)
+            | sfu::SfuEvent::RenditionKeyframeWanted(_) => continue,
         }
         if actors
             .streams()

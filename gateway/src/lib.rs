@@ -26,9 +26,10 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::{Auth, Claims, Grant, Principal};
 pub use error::ApiError;
+pub use routes::hls::url_signing_key;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, gifts, media, moderation, ops, rooms, tokens};
+use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, tokens};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
@@ -56,6 +57,12 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/wallets/{user}/topup", post(gifts::top_up))
         .route("/v1/creators/{creator}/earnings", get(gifts::earnings))
         .route("/v1/rooms/{room}/streams", get(media::streams))
+        .route("/v1/rooms/{room}/streams/{stream}/hls", get(hls::live_url))
+        .route("/hls/{room}/{stream}/{*file}", get(hls::live_file))
+        .route(
+            "/hls/signed/{expires}/{signature}/{room}/{stream}/{*file}",
+            get(hls::signed_live_file),
+        )
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))
         .route(

@@ -57,6 +57,12 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every WebSocket session, so shutdown can wait for their close frames.
     pub sessions: TaskTracker,
+    /// The recording each live stream writes (what `/hls/…` serves).
+    pub recordings: actors::LiveRecordings,
+    /// Where recordings are: `<recordings_root>/<recording id>/`.
+    pub recordings_root: std::path::PathBuf,
+    /// Signs playlist URLs (see `routes::hls`).
+    pub url_key: ring::hmac::Key,
 }
 
 impl AppState {

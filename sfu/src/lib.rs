@@ -29,13 +29,19 @@ mod layer;
 mod meter;
 mod peer;
 mod plane;
+mod rendition;
 mod router;
+mod transcode;
 
 pub use error::SfuError;
 pub use layer::{LayerChoice, Layers};
 pub use peer::{PeerId, Role};
 pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
-pub use router::{Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, TrackStats, Transmit};
+pub use rendition::{Feed, RenditionLayer};
+pub use router::{
+    IngestFrame, Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, TrackStats, Transmit,
+};
+pub use transcode::{Transcode, TranscodeEvent, TranscodeJob};
 
 /// The process-wide crypto provider for DTLS and SRTP. Called once before
 /// the first [`Router`] is built (idempotent).

@@ -4,9 +4,11 @@
 use std::time::Instant;
 
 use str0m::Rtc;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 
 use crate::layer::{LayerChoice, Layers};
+use crate::rendition::FeedState;
 
 /// Identifies a peer for as long as the router lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,11 +48,18 @@ pub(crate) struct Peer {
     /// Subscriber: the layer asked for, and the one being forwarded.
     pub layer: LayerChoice,
     pub current_rid: Option<Rid>,
-    /// Subscriber of a single-layer stream: whether video has started,
-    /// which it does on a keyframe (frames before it cannot be decoded).
-    pub video_started: bool,
+    /// Subscriber of a single-layer stream: the source or rendition it
+    /// receives (none until its first keyframe: frames before it cannot be
+    /// decoded) and the RTP time of the last video frame it got.
+    pub feed: FeedState,
+    /// Subscriber: the payload type its H.264 renditions go out with
+    /// (packetization mode 1), when it negotiated H.264.
+    pub rendition_pt: Option<Pt>,
     /// Subscriber: str0m's latest estimate of what reaches it, bit/s.
     pub estimate_bps: Option<u64>,
+    /// Publisher: the video bytes last reported, and the rate they give.
+    pub source_bytes: Option<(u64, Instant)>,
+    pub source_bps: Option<u64>,
 }
 
 impl Peer {
@@ -73,6 +82,32 @@ impl Peer {
         } else {
             self.layer_bytes.push((rid, bytes, at));
         }
+    }
+
+    /// Turns the publisher's cumulative video byte count into a rate.
+    pub fn measure_source(&mut self, bytes: u64, at: Instant) {
+        if let Some((last_bytes, last_at)) = self.source_bytes {
+            let seconds = at.saturating_duration_since(last_at).as_secs_f64();
+            if seconds > 0.0 {
+                self.source_bps =
+                    Some((bytes.saturating_sub(last_bytes) as f64 * 8.0 / seconds) as u64);
+            }
+        }
+        self.source_bytes = Some((bytes, at));
+    }
+
+    /// The payload type for H.264 (packetization mode 1) on the video
+    /// line, if the peer negotiated it.
+    pub fn h264_pt(&mut self) -> Option<Pt> {
+        let mid = self.track_of_kind(MediaKind::Video)?;
+        let writer = self.rtc.writer(mid)?;
+        writer
+            .payload_params()
+            .find(|params| {
+                let spec = params.spec();
+                spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
+            })
+            .map(|params| params.pt())
     }
 
     pub fn kind_of(&self, mid: Mid) -> Option<MediaKind> {

@@ -17,6 +17,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::TrySendError;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
@@ -24,13 +27,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::layer::LayerChoice;
 use crate::meter::Meter;
-use crate::{PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey};
+use crate::transcode::{FromTranscoder, Job, Slots, TAP_CAPACITY, Tap};
+use crate::{
+    IngestFrame, PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey,
+    Transcode, TranscodeJob,
+};
 
 /// How much one media plane takes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_peers: usize,
     pub max_subscribers_per_stream: usize,
+    /// Transcoding jobs at once (each takes about a core for a 720p ladder
+    /// in software).
+    pub max_transcodes: usize,
 }
 
 /// A WHIP or WHEP session: the resource behind a `Location` URL.
@@ -80,6 +90,12 @@ enum Command {
         room: String,
         reply: oneshot::Sender<Vec<StreamInfo>>,
     },
+    /// Starts copying a live stream's frames into a transcoder's queue.
+    Tap {
+        stream: StreamKey,
+        tap: Tap,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
 }
 
 /// The handle: cheap to clone, usable from any task.
@@ -87,6 +103,9 @@ enum Command {
 pub struct MediaPlane {
     commands: mpsc::Sender<Command>,
     local_addr: SocketAddr,
+    transcodes: Slots,
+    /// Where transcode threads send renditions back to the media thread.
+    renditions: mpsc::Sender<FromTranscoder>,
 }
 
 impl MediaPlane {
@@ -112,6 +131,9 @@ impl MediaPlane {
         }
         let (commands, rx) = mpsc::channel(256);
         let (events_tx, events) = mpsc::unbounded_channel();
+        // A few frames per rendition per stream in flight; more means the
+        // media thread is the bottleneck and frames are dropped, counted.
+        let (renditions, renditions_rx) = mpsc::channel(1024);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -129,6 +151,7 @@ impl MediaPlane {
                                     ..RouterConfig::new(candidate)
                                 }),
                                 rx,
+                                renditions_rx,
                                 events_tx,
                             )
                             .await
@@ -142,6 +165,8 @@ impl MediaPlane {
             Self {
                 commands,
                 local_addr,
+                transcodes: Slots::new(limits.max_transcodes),
+                renditions,
             },
             events,
         ))
@@ -231,6 +256,39 @@ impl MediaPlane {
         self.ask(|reply| Command::Streams { room, reply }).await
     }
 
+    /// Starts transcoding a live stream: a thread runs the job's ladder on
+    /// the stream's frames until the publisher leaves (or the transcoder
+    /// fails); its renditions become layers of the stream. Refused with
+    /// [`SfuError::Full`] beyond `max_transcodes`.
+    pub async fn transcode(&self, job: TranscodeJob) -> Result<Transcode, SfuError> {
+        let slot = self.transcodes.acquire()?;
+        let (frames_tx, frames) = std::sync::mpsc::sync_channel(TAP_CAPACITY);
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        let tap = Tap {
+            frames: frames_tx,
+            keyframe_wanted: keyframe_wanted.clone(),
+            resync: false,
+        };
+        let stream = job.stream.clone();
+        self.ask(|reply| Command::Tap { stream, tap, reply })
+            .await??;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let name = format!("transcode-{}", job.stream.stream);
+        let job = Job {
+            job,
+            frames,
+            keyframe_wanted,
+            back: self.renditions.clone(),
+            events: events_tx,
+            slot,
+        };
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || job.run())
+            .map_err(|_| SfuError::Unavailable)?;
+        Ok(Transcode { events })
+    }
+
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -249,10 +307,12 @@ async fn run(
     socket: UdpSocket,
     mut router: Router,
     mut commands: mpsc::Receiver<Command>,
+    mut renditions: mpsc::Receiver<FromTranscoder>,
     events: mpsc::UnboundedSender<MediaEvent>,
 ) {
     let local = socket.local_addr().ok();
     let mut sessions: HashMap<String, MediaSession> = HashMap::new();
+    let mut taps: HashMap<StreamKey, Tap> = HashMap::new();
     let mut meter = Meter::default();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -260,8 +320,24 @@ async fn run(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                handle(command, &mut router, &mut sessions);
+                if let Command::Tap { stream, tap, reply } = command {
+                    let tapped = router.set_tapped(&stream, true, Instant::now());
+                    if tapped.is_ok() {
+                        taps.insert(stream, tap);
+                    }
+                    let _ = reply.send(tapped);
+                } else {
+                    handle(command, &mut router, &mut sessions);
+                }
             }
+            Some(message) = renditions.recv() => match message {
+                FromTranscoder::Opened { stream, renditions, source_height } => {
+                    router.set_renditions(&stream, renditions, source_height);
+                }
+                FromTranscoder::Frame { stream, rendition, data, keyframe, time } => {
+                    router.push_rendition(&stream, rendition, &data, keyframe, time, Instant::now());
+                }
+            },
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
                     let destination = local.unwrap_or(source);
@@ -283,6 +359,13 @@ async fn run(
             }
         }
         while let Some(event) = router.poll_event() {
+            let event = match event {
+                SfuEvent::Ingest(frame) => {
+                    feed_tap(&mut taps, &mut router, frame);
+                    continue;
+                }
+                event => event,
+            };
             let peer = match &event {
                 SfuEvent::Connected { peer, .. } | SfuEvent::Closed { peer, .. } => *peer,
                 // Counters stay in this thread: they become metrics here
@@ -296,9 +379,20 @@ async fn run(
                     meter.forwarded(received.elapsed());
                     continue;
                 }
+                SfuEvent::Ingest(_) => unreachable!("taken above"),
+                SfuEvent::RenditionKeyframeWanted(stream) => {
+                    if let Some(tap) = taps.get(stream) {
+                        tap.keyframe_wanted.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
             };
-            if let SfuEvent::Closed { .. } = &event {
+            if let SfuEvent::Closed { role, stream, .. } = &event {
                 meter.forget(peer);
+                if *role == Role::Publisher {
+                    // Its transcoder sees the queue close and finishes.
+                    taps.remove(stream);
+                }
             }
             let owner = sessions
                 .values()
@@ -308,6 +402,39 @@ async fn run(
                 sessions.retain(|_, s| s.peer != peer);
             }
             let _ = events.send(MediaEvent { event, owner });
+        }
+    }
+}
+
+/// Hands a frame to its stream's transcoder without ever waiting: a full
+/// queue drops the frame (counted), and video then waits for the next
+/// keyframe, which is asked of the publisher, so the transcoder never
+/// decodes a frame whose reference it lost.
+fn feed_tap(taps: &mut HashMap<StreamKey, Tap>, router: &mut Router, frame: IngestFrame) {
+    let Some(tap) = taps.get_mut(&frame.stream) else {
+        return;
+    };
+    let video = frame.kind == str0m::media::MediaKind::Video;
+    if video && tap.resync {
+        if !frame.keyframe {
+            metrics::counter!("live_transcode_frames_total", "stage" => "dropped").increment(1);
+            return;
+        }
+        tap.resync = false;
+    }
+    match tap.frames.try_send(frame) {
+        Ok(()) => {}
+        Err(TrySendError::Full(frame)) => {
+            metrics::counter!("live_transcode_frames_total", "stage" => "dropped").increment(1);
+            if video {
+                tap.resync = true;
+                router.request_source_keyframe(&frame.stream, Instant::now());
+            }
+        }
+        Err(TrySendError::Disconnected(frame)) => {
+            // The transcoder ended (it failed): stop copying.
+            taps.remove(&frame.stream);
+            let _ = router.set_tapped(&frame.stream, false, Instant::now());
         }
     }
 }
@@ -378,6 +505,10 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
         }
         Command::Streams { room, reply } => {
             let _ = reply.send(router.streams_in(&room));
+        }
+        Command::Tap { reply, .. } => {
+            // Handled by the run loop, which owns the taps.
+            let _ = reply.send(Err(SfuError::Unavailable));
         }
     }
 }

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::error::SfuError;
 use crate::layer::{LayerChoice, Layers};
 use crate::peer::{Peer, PeerId, Role};
+use crate::rendition::{Feed, FeedState, RenditionLayer, StreamMedia, pick_feed};
 
 /// Where a subscriber's bandwidth estimate starts.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
@@ -94,6 +96,20 @@ pub struct TrackStats {
     pub loss: Option<f32>,
 }
 
+/// A publisher's frame copied for its stream's transcoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestFrame {
+    pub stream: StreamKey,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    /// Shared with the frame the subscribers got: no copy.
+    pub data: std::sync::Arc<[u8]>,
+    pub keyframe: bool,
+    /// RTP time in the codec's clock (90 kHz video, 48 kHz Opus).
+    pub time: u64,
+    pub received: Instant,
+}
+
 /// What the router tells its owner (the actors, through the run loop).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SfuEvent {
@@ -113,6 +129,12 @@ pub enum SfuEvent {
     /// media thread turns it into the receive -> sent latency once the
     /// copies are on the socket (one sample per frame, not per subscriber).
     Forwarded { received: Instant },
+    /// A frame of a tapped stream, for its transcoder (one per frame, to
+    /// the media thread's tap; never to an actor).
+    Ingest(IngestFrame),
+    /// A subscriber switches to a rendition of the stream: its transcoder
+    /// should make a keyframe.
+    RenditionKeyframeWanted(StreamKey),
     /// The peer is gone: removed, timed out or closed by the other side.
     /// Subscribers of a publisher that left get one each.
     Closed {
@@ -127,6 +149,8 @@ pub struct Router {
     peers: HashMap<PeerId, Peer>,
     publishers: HashMap<StreamKey, PeerId>,
     subscribers: HashMap<StreamKey, Vec<PeerId>>,
+    /// Taps and renditions of transcoded streams.
+    media: HashMap<StreamKey, StreamMedia>,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
@@ -167,6 +191,7 @@ impl Router {
             peers: HashMap::new(),
             publishers: HashMap::new(),
             subscribers: HashMap::new(),
+            media: HashMap::new(),
             next_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -260,7 +285,7 @@ impl Router {
         }
         let id = PeerId(self.next_id);
         self.next_id += 1;
-        let tracks = lines
+        let tracks: Vec<(Mid, MediaKind)> = lines
             .iter()
             .filter(|l| l.accepted)
             .map(|l| (Mid::from(l.mid.as_str()), l.kind))
@@ -279,8 +304,11 @@ impl Router {
             layer_bytes: Vec::new(),
             layer: LayerChoice::default(),
             current_rid: None,
-            video_started: false,
+            feed: FeedState::default(),
+            rendition_pt: None,
             estimate_bps: None,
+            source_bytes: None,
+            source_bps: None,
         };
         self.peers.insert(id, peer);
         self.dirty.push(id);
@@ -317,6 +345,7 @@ impl Router {
         match peer.role {
             Role::Publisher => {
                 self.publishers.remove(&peer.stream);
+                self.media.remove(&peer.stream);
             }
             Role::Subscriber => {
                 if let Some(subs) = self.subscribers.get_mut(&peer.stream) {
@@ -530,9 +559,19 @@ impl Router {
                     tracks,
                 });
                 if role == Role::Subscriber {
+                    if let Some(peer) = self.peers.get_mut(&id) {
+                        peer.rendition_pt = peer.h264_pt();
+                    }
                     // A viewer joining mid-stream needs a keyframe now.
-                    let rid = self.target_rid(id);
-                    self.request_keyframe(&stream, KeyframeRequestKind::Pli, rid, now);
+                    match self.target_feed(id) {
+                        Some(Feed::Rendition(_)) => self
+                            .events
+                            .push_back(SfuEvent::RenditionKeyframeWanted(stream)),
+                        _ => {
+                            let rid = self.target_rid(id);
+                            self.request_keyframe(&stream, KeyframeRequestKind::Pli, rid, now);
+                        }
+                    }
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -547,8 +586,14 @@ impl Router {
                 }
             }
             Event::MediaIngressStats(s) => {
-                if let (Some(rid), Some(peer)) = (s.rid, self.peers.get_mut(&id)) {
-                    peer.measure_layer(rid, s.bytes, s.timestamp);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    match s.rid {
+                        Some(rid) => peer.measure_layer(rid, s.bytes, s.timestamp),
+                        None if peer.kind_of(s.mid) == Some(MediaKind::Video) => {
+                            peer.measure_source(s.bytes, s.timestamp)
+                        }
+                        None => {}
+                    }
                 }
                 let counters = (s.bytes, s.packets, s.nacks, s.plis, s.firs, s.loss);
                 self.report(id, s.mid, counters);
@@ -614,6 +659,8 @@ impl Router {
             }
             _ => (Vec::new(), None),
         };
+        let source_bps = self.peers.get(&publisher).and_then(|p| p.source_bps);
+        self.tap(&stream, kind, &data, ranked.first());
         if !data.contiguous && kind == MediaKind::Video {
             self.request_keyframe(&stream, KeyframeRequestKind::Fir, data.rid, now);
         } else if kind == MediaKind::Video && data.is_keyframe() {
@@ -655,13 +702,17 @@ impl Router {
                 if peer.current_rid != Some(rid) {
                     continue;
                 }
-            } else if kind == MediaKind::Video && !peer.video_started {
+            } else if kind == MediaKind::Video {
                 // A joining viewer starts on a keyframe (requested when it
-                // connected); delta frames before it would not decode.
-                if !data.is_keyframe() {
+                // connected); delta frames before it would not decode. A
+                // viewer on a rendition skips the source.
+                let target = feed_target(self.media.get(&stream), peer, source_bps);
+                if !peer
+                    .feed
+                    .admit(Feed::Source, target, data.is_keyframe(), data.time.numer())
+                {
                     continue;
                 }
-                peer.video_started = true;
             }
             let Some(writer) = peer.rtc.writer(mid) else {
                 continue;
@@ -674,6 +725,143 @@ impl Router {
             }
             self.dirty.push(sub);
         }
+    }
+
+    /// Copies a publisher's frame for the stream's transcoder, if tapped:
+    /// the single layer, or the best simulcast layer.
+    fn tap(&mut self, stream: &StreamKey, kind: MediaKind, data: &MediaData, best: Option<&Rid>) {
+        if !self.media.get(stream).is_some_and(|media| media.tapped) {
+            return;
+        }
+        if data.rid.is_some() && data.rid.as_ref() != best {
+            return;
+        }
+        self.events.push_back(SfuEvent::Ingest(IngestFrame {
+            stream: stream.clone(),
+            kind,
+            codec: data.params.spec().codec,
+            data: data.data.clone(),
+            keyframe: kind == MediaKind::Video && data.is_keyframe(),
+            time: data.time.numer(),
+            received: data.network_time,
+        }));
+    }
+
+    /// Starts or stops copying a live stream's frames for a transcoder
+    /// ([`SfuEvent::Ingest`]). Stopping also withdraws its renditions.
+    /// A new tap asks the publisher for a keyframe: the transcoder can
+    /// start on nothing else, and the next periodic one may be seconds
+    /// away.
+    pub fn set_tapped(
+        &mut self,
+        stream: &StreamKey,
+        tapped: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        if !self.publishers.contains_key(stream) {
+            return Err(SfuError::StreamNotLive);
+        }
+        if tapped {
+            self.media.entry(stream.clone()).or_default().tapped = true;
+            self.request_source_keyframe(stream, now);
+        } else {
+            self.media.remove(stream);
+        }
+        Ok(())
+    }
+
+    /// The transcoder opened its ladder: its renditions become feeds.
+    /// Subscribers whose choice now maps to one get it from its next
+    /// keyframe, which is asked for.
+    pub fn set_renditions(
+        &mut self,
+        stream: &StreamKey,
+        renditions: Vec<RenditionLayer>,
+        source_height: u32,
+    ) {
+        let Some(media) = self.media.get_mut(stream) else {
+            return;
+        };
+        media.renditions = renditions;
+        media.source_height = source_height;
+        let wants_rendition = self
+            .subscribers
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .any(|sub| matches!(self.target_feed(*sub), Some(Feed::Rendition(_))));
+        if wants_rendition {
+            self.events
+                .push_back(SfuEvent::RenditionKeyframeWanted(stream.clone()));
+        }
+    }
+
+    /// A transcoded frame of rendition `index` of `stream`, stamped with
+    /// its source frame's RTP time (90 kHz): written to the subscribers on
+    /// that rendition, or switching to it.
+    pub fn push_rendition(
+        &mut self,
+        stream: &StreamKey,
+        index: usize,
+        data: &[u8],
+        keyframe: bool,
+        time: u64,
+        now: Instant,
+    ) {
+        let Some(media) = self.media.get(stream) else {
+            return;
+        };
+        let source_bps = self
+            .publishers
+            .get(stream)
+            .and_then(|id| self.peers.get(id))
+            .and_then(|p| p.source_bps);
+        let feed = Feed::Rendition(index);
+        // One buffer for every subscriber's writer.
+        let shared: std::sync::Arc<[u8]> = data.into();
+        for sub in self.subscribers.get(stream).into_iter().flatten() {
+            let Some(peer) = self.peers.get_mut(sub) else {
+                continue;
+            };
+            let (Some(pt), Some(mid), true) = (
+                peer.rendition_pt,
+                peer.track_of_kind(MediaKind::Video),
+                peer.connected,
+            ) else {
+                continue;
+            };
+            let target = feed_target(Some(media), peer, source_bps);
+            if !peer.feed.admit(feed, target, keyframe, time) {
+                continue;
+            }
+            let Some(writer) = peer.rtc.writer(mid) else {
+                continue;
+            };
+            if let Err(error) = writer.write(pt, now, MediaTime::from_90khz(time), shared.clone()) {
+                tracing::debug!(peer = %sub, %error, "write of a rendition failed");
+            }
+            self.dirty.push(*sub);
+        }
+        self.drive(now);
+    }
+
+    /// Asks a stream's publisher for a keyframe (throttled like every
+    /// request): its transcoder lost frames and must start over.
+    pub fn request_source_keyframe(&mut self, stream: &StreamKey, now: Instant) {
+        self.request_keyframe(stream, KeyframeRequestKind::Fir, None, now);
+        self.drive(now);
+    }
+
+    /// The feed a subscriber of a single-layer stream should get (`None`
+    /// for unknown peers).
+    fn target_feed(&self, subscriber: PeerId) -> Option<Feed> {
+        let peer = self.peers.get(&subscriber)?;
+        let source_bps = self
+            .publishers
+            .get(&peer.stream)
+            .and_then(|id| self.peers.get(id))
+            .and_then(|p| p.source_bps);
+        Some(feed_target(self.media.get(&peer.stream), peer, source_bps))
     }
 
     /// Asks the stream's publisher for a keyframe on its video track, at
@@ -753,9 +941,20 @@ impl Router {
         }
         peer.layer = layer;
         let stream = peer.stream.clone();
+        let current_feed = peer.feed.current;
         let target = self.target_rid(subscriber);
         if target.is_some() && self.peers.get(&subscriber).and_then(|p| p.current_rid) != target {
             self.request_keyframe(&stream, KeyframeRequestKind::Pli, target, now);
+        }
+        match self.target_feed(subscriber) {
+            Some(Feed::Rendition(index)) if current_feed != Some(Feed::Rendition(index)) => {
+                self.events
+                    .push_back(SfuEvent::RenditionKeyframeWanted(stream));
+            }
+            Some(Feed::Source) if current_feed != Some(Feed::Source) && target.is_none() => {
+                self.request_keyframe(&stream, KeyframeRequestKind::Pli, None, now);
+            }
+            _ => {}
         }
         self.drive(now);
         Ok(())
@@ -764,6 +963,17 @@ impl Router {
     /// The layer a subscriber is receiving (`None` without simulcast).
     pub fn current_layer(&self, subscriber: PeerId) -> Option<Rid> {
         self.peers.get(&subscriber)?.current_rid
+    }
+}
+
+/// The feed a subscriber should get: renditions only for subscribers that
+/// negotiated H.264 and asked for less than the source.
+fn feed_target(media: Option<&StreamMedia>, peer: &Peer, source_bps: Option<u64>) -> Feed {
+    match media {
+        Some(media) if peer.rendition_pt.is_some() => {
+            pick_feed(media, peer.layer, peer.estimate_bps, source_bps)
+        }
+        _ => Feed::Source,
     }
 }
 

@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sfu::{LayerChoice, Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
+use sfu::{LayerChoice, RenditionLayer, Role, Router, RouterConfig, SfuError, SfuEvent, StreamKey};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
 use str0m::media::{
     Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
 };
@@ -22,6 +23,8 @@ struct Client {
     pending: Option<SdpPendingOffer>,
     connected: bool,
     video: Vec<Vec<u8>>,
+    /// The codec of each frame in `video`.
+    video_codecs: Vec<Codec>,
     audio: usize,
     mids: Vec<(Mid, MediaKind)>,
     /// When keyframe requests (PLI/FIR) reached this peer.
@@ -62,6 +65,7 @@ impl Client {
             pending: Some(pending),
             connected: false,
             video: Vec::new(),
+            video_codecs: Vec::new(),
             audio: 0,
             mids: vec![(video, MediaKind::Video), (audio, MediaKind::Audio)],
             keyframe_requests: Vec::new(),
@@ -142,7 +146,10 @@ fn step(router: &mut Router, clients: &mut [&mut Client], now: Instant) {
                             .find(|(m, _)| *m == data.mid)
                             .map(|(_, k)| *k)
                         {
-                            Some(MediaKind::Video) => client.video.push(data.data.to_vec()),
+                            Some(MediaKind::Video) => {
+                                client.video.push(data.data.to_vec());
+                                client.video_codecs.push(data.params.spec().codec);
+                            }
                             Some(MediaKind::Audio) => client.audio += 1,
                             None => {}
                         }
@@ -636,4 +643,158 @@ fn a_keyframe_in_time_answers_a_held_request() {
         let first = viewer.video.first().expect("video reached the viewer");
         assert_eq!(first[0] & 1, 0, "it starts on the keyframe");
     }
+}
+
+/// An H.264 access unit standing in for a transcoded frame: parameter sets
+/// and an IDR slice on keyframes, a non-IDR slice otherwise; `n` marks it.
+fn h264_frame(n: u64, keyframe: bool) -> Vec<u8> {
+    let mut unit = Vec::new();
+    if keyframe {
+        unit.extend([0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80]);
+        unit.extend([0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+    }
+    unit.extend([0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }, 0x88]);
+    unit.extend((0..400).map(|i| ((i + n) % 200 + 1) as u8));
+    unit
+}
+
+#[test]
+fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "main");
+    let (mut publisher, offer) = Client::new(1041, Direction::SendOnly, now);
+    let (publisher_peer, answer) = router.publish(stream.clone(), &offer, now).unwrap();
+    publisher.accept(&answer);
+    let (mut low, offer) = Client::new(1042, Direction::RecvOnly, now);
+    let (_, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Low, now)
+        .unwrap();
+    low.accept(&answer);
+    let (mut high, offer) = Client::new(1043, Direction::RecvOnly, now);
+    let (_, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::High, now)
+        .unwrap();
+    high.accept(&answer);
+    router.set_tapped(&stream, true, now).unwrap();
+    assert_eq!(
+        router.set_tapped(&StreamKey::new("r1", "nobody"), true, now),
+        Err(SfuError::StreamNotLive)
+    );
+
+    let mut ingested = Vec::new();
+    let mut keyframes_wanted = 0;
+    for tick in 0..2000u64 {
+        now = start + Duration::from_millis(tick);
+        if tick % 33 == 0 && tick > 0 {
+            let n = tick / 33;
+            let frame = if n % 10 == 1 {
+                vp8_frame(n)
+            } else {
+                vp8_delta_frame(n)
+            };
+            publisher.send(MediaKind::Video, n, &frame, now);
+            publisher.send(MediaKind::Audio, n, &[0xfc, 0xff, 0xfe], now);
+        }
+        if tick == 1000 {
+            // The transcoder opened a 120p rendition of the 240p source.
+            let rendition = RenditionLayer {
+                name: "120p".into(),
+                width: 160,
+                height: 120,
+                bitrate_bps: 150_000,
+            };
+            router.set_renditions(&stream, vec![rendition], 240);
+        }
+        if tick > 1000 && tick % 33 == 5 {
+            // Its frames, 5 ms behind their source, keyframes when asked.
+            let n = tick / 33;
+            let keyframe = keyframes_wanted > 0 && n % 5 == 0;
+            router.push_rendition(
+                &stream,
+                0,
+                &h264_frame(n, keyframe),
+                keyframe,
+                n * 3000,
+                now,
+            );
+        }
+        step(&mut router, &mut [&mut publisher, &mut low, &mut high], now);
+        while let Some(event) = router.poll_event() {
+            match event {
+                SfuEvent::Ingest(frame) => ingested.push(frame),
+                SfuEvent::RenditionKeyframeWanted(key) if key == stream => keyframes_wanted += 1,
+                _ => {}
+            }
+        }
+    }
+
+    let video: Vec<_> = ingested
+        .iter()
+        .filter(|f| f.kind == MediaKind::Video)
+        .collect();
+    assert!(
+        video.len() > 50,
+        "every published frame is copied: {}",
+        video.len()
+    );
+    assert!(
+        video
+            .iter()
+            .all(|f| f.codec == Codec::Vp8 && f.stream == stream)
+    );
+    assert_eq!(
+        video.iter().filter(|f| f.keyframe).count(),
+        video.iter().filter(|f| f.data[0] & 1 == 0).count(),
+        "keyframes are marked"
+    );
+    assert!(
+        ingested
+            .iter()
+            .any(|f| f.kind == MediaKind::Audio && f.codec == Codec::Opus)
+    );
+    assert!(
+        keyframes_wanted >= 1,
+        "the switch asked the transcoder for a keyframe"
+    );
+
+    let first_h264 = low
+        .video_codecs
+        .iter()
+        .position(|c| *c == Codec::H264)
+        .expect("the low viewer gets the rendition");
+    assert!(
+        first_h264 > 0,
+        "it watched the source before the rendition existed"
+    );
+    assert!(
+        low.video_codecs[first_h264..]
+            .iter()
+            .all(|c| *c == Codec::H264)
+    );
+    assert!(
+        low.video[first_h264].windows(2).any(|w| w == [0x65, 0x88]),
+        "the switch lands on the rendition's keyframe"
+    );
+    assert!(
+        low.video.len() - first_h264 > 10,
+        "rendition frames keep coming"
+    );
+    assert!(
+        high.video_codecs.iter().all(|c| *c == Codec::Vp8),
+        "high stays on the source"
+    );
+    assert!(high.video.len() > 50);
+
+    // The publisher leaves: the tap and the renditions go with it.
+    router.remove(publisher_peer, now).unwrap();
+    let closed = std::iter::from_fn(|| router.poll_event())
+        .filter(|e| matches!(e, SfuEvent::Closed { .. }))
+        .count();
+    assert_eq!(closed, 3, "the publisher and both viewers");
+    assert_eq!(
+        router.set_tapped(&stream, true, now),
+        Err(SfuError::StreamNotLive)
+    );
 }

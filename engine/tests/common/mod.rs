@@ -32,6 +32,12 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         media_udp_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         admin_key: Some(ADMIN_KEY.into()),
+        // Transcoding costs a core per stream: only the tests about it
+        // turn it on.
+        transcode: engine::config::TranscodeSection {
+            enabled: false,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

@@ -272,7 +272,7 @@ fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
 }
 
 /// Stream names share the room id alphabet.
-fn check_stream_name(stream: &str) -> Result<(), ApiError> {
+pub(crate) fn check_stream_name(stream: &str) -> Result<(), ApiError> {
     check_room_id(stream).map_err(|_| {
         ApiError::bad_request("stream must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`")
     })

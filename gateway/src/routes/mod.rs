@@ -3,6 +3,7 @@
 
 pub mod danmaku;
 pub mod gifts;
+pub mod hls;
 pub mod media;
 pub mod moderation;
 pub mod ops;

@@ -1,0 +1,228 @@
+//! Recordings: a stream's transcode, its HLS output on disk and the
+//! `recording.*` events that announce it.
+//!
+//! A [`StreamActor`](crate::stream::StreamActor) starts a recording when
+//! its publisher connects with video (and a transcode slot is free). The
+//! job runs on its own thread in the media plane; a recorder task here
+//! turns the job's reports into outbox events and keeps the node's table
+//! of live recordings (what `/hls/{room}/{stream}/…` serves). When the job
+//! fails while the stream is still live, the recorder tells the stream's
+//! supervisor, which has the StreamActor start a new recording (within a
+//! restart budget).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::UNIX_EPOCH;
+
+use codec::ladder::LadderConfig;
+use protocol::v1::{RecordingFinished, RecordingRendition, RecordingSegment, RecordingStarted};
+use ractor::ActorRef;
+use sfu::{MediaPlane, StreamKey, TranscodeEvent, TranscodeJob};
+use storage::Store;
+
+use crate::events::{self, outbox_event};
+use crate::now_ms;
+use crate::stream::StreamSupervisorMsg;
+
+/// The recording each live stream of this node is writing now.
+#[derive(Clone, Default)]
+pub struct LiveRecordings(Arc<RwLock<HashMap<StreamKey, String>>>);
+
+impl LiveRecordings {
+    /// The recording id of a live stream, once its playlists exist.
+    pub fn get(&self, room: &str, stream: &str) -> Option<String> {
+        let key = StreamKey::new(room, stream);
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    fn set(&self, key: StreamKey, recording: String) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, recording);
+    }
+
+    fn remove(&self, key: &StreamKey, recording: &str) {
+        let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if table.get(key).is_some_and(|current| current == recording) {
+            table.remove(key);
+        }
+    }
+}
+
+/// What stream actors need to record: the media plane that runs jobs, the
+/// ladder and where recordings go (`<root>/<recording id>/`).
+#[derive(Clone)]
+pub struct RecordingConfig {
+    pub media: MediaPlane,
+    /// The ladder of every job; `recording_dir` and `audio` are set per
+    /// recording.
+    pub ladder: LadderConfig,
+    pub root: PathBuf,
+    pub live: LiveRecordings,
+}
+
+impl std::fmt::Debug for RecordingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingConfig")
+            .field("ladder", &self.ladder)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts recording a live stream: a transcode job and the task that
+/// reports on it. `None` when no job could start (no slot, stream gone).
+pub(crate) async fn start(
+    config: &RecordingConfig,
+    key: &StreamKey,
+    audio: bool,
+    publisher: &str,
+    store: Arc<dyn Store>,
+    supervisor: Option<ActorRef<StreamSupervisorMsg>>,
+) -> Option<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut ladder = config.ladder.clone();
+    ladder.recording_dir = Some(config.root.join(&id));
+    ladder.audio = audio;
+    let job = TranscodeJob {
+        stream: key.clone(),
+        ladder,
+    };
+    let transcode = match config.media.transcode(job).await {
+        Ok(transcode) => transcode,
+        Err(error) => {
+            tracing::warn!(room = %key.room, stream = %key.stream, %error, "not recording");
+            return None;
+        }
+    };
+    let recorder = Recorder {
+        id: id.clone(),
+        key: key.clone(),
+        encoder: config.ladder.encoder.clone(),
+        publisher: publisher.to_owned(),
+        store,
+        live: config.live.clone(),
+        started: false,
+    };
+    tokio::spawn(recorder.run(transcode.events, supervisor));
+    tracing::info!(room = %key.room, stream = %key.stream, recording = %id, "recording");
+    Some(id)
+}
+
+struct Recorder {
+    id: String,
+    key: StreamKey,
+    encoder: String,
+    publisher: String,
+    store: Arc<dyn Store>,
+    live: LiveRecordings,
+    started: bool,
+}
+
+impl Recorder {
+    async fn run(
+        mut self,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<TranscodeEvent>,
+        supervisor: Option<ActorRef<StreamSupervisorMsg>>,
+    ) {
+        while let Some(event) = events.recv().await {
+            let failed = match &event {
+                TranscodeEvent::Ended { error, .. } => error.is_some(),
+                _ => false,
+            };
+            let ended = matches!(event, TranscodeEvent::Ended { .. });
+            if let Err(error) = self.report(event).await {
+                tracing::error!(recording = %self.id, %error, "a recording event was not stored");
+            }
+            if ended {
+                if failed && let Some(supervisor) = &supervisor {
+                    let _ = supervisor.cast(StreamSupervisorMsg::RecordingFailed(self.key.clone()));
+                }
+                break;
+            }
+        }
+        self.live.remove(&self.key, &self.id);
+    }
+
+    async fn report(&mut self, event: TranscodeEvent) -> Result<(), storage::StoreError> {
+        match event {
+            TranscodeEvent::Opened {
+                renditions, origin, ..
+            } => {
+                let origin_ms = origin
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let danmaku_seq_start = self.store.last_danmaku_seq(&self.key.room).await?;
+                let event = RecordingStarted {
+                    recording_id: self.id.clone(),
+                    room_id: self.key.room.clone(),
+                    stream: self.key.stream.clone(),
+                    media_origin_ms: origin_ms,
+                    renditions: renditions
+                        .into_iter()
+                        .map(|r| RecordingRendition {
+                            name: r.name,
+                            width: r.width,
+                            height: r.height,
+                            bitrate_bps: r.bitrate_bps,
+                        })
+                        .collect(),
+                    danmaku_seq_start,
+                    encoder: self.encoder.clone(),
+                    publisher_user_id: self.publisher.clone(),
+                };
+                self.started = true;
+                self.live.set(self.key.clone(), self.id.clone());
+                self.append(events::RECORDING_STARTED, &event).await
+            }
+            TranscodeEvent::Segment { rendition, segment } => {
+                let event = RecordingSegment {
+                    recording_id: self.id.clone(),
+                    room_id: self.key.room.clone(),
+                    stream: self.key.stream.clone(),
+                    rendition,
+                    sequence: segment.sequence,
+                    uri: segment.uri,
+                    duration_ms: segment.duration_ms,
+                };
+                self.append(events::RECORDING_SEGMENT, &event).await
+            }
+            TranscodeEvent::Ended { stats, error } => {
+                metrics::counter!("live_recordings_total", "outcome" => if error.is_some() { "failed" } else { "finished" })
+                    .increment(1);
+                if !self.started {
+                    // No keyframe ever decoded: nothing was recorded.
+                    return Ok(());
+                }
+                let event = RecordingFinished {
+                    recording_id: self.id.clone(),
+                    room_id: self.key.room.clone(),
+                    stream: self.key.stream.clone(),
+                    duration_ms: stats.duration_ms,
+                    finished_ms: now_ms(),
+                    frames_in: stats.frames_in,
+                    decode_errors: stats.decode_errors,
+                    error: error.unwrap_or_default(),
+                };
+                self.append(events::RECORDING_FINISHED, &event).await
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        kind: &str,
+        payload: &impl prost::Message,
+    ) -> Result<(), storage::StoreError> {
+        self.store
+            .append_event(outbox_event(kind, &self.key.room, now_ms(), payload))
+            .await
+    }
+}

@@ -1,0 +1,309 @@
+//! Transcoding and recording end to end: a webrtc-rs publisher sends a
+//! VP8 test pattern; the engine transcodes it into an H.264 ladder, serves
+//! live HLS that ffprobe reads, hands a weak viewer (`layer=low`) the
+//! transcoded rendition over WHEP, and when the publisher leaves closes the
+//! recording and announces it on the bus (a real nats-server).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bus::testing::NatsServer;
+use codec::{VideoCodec, VideoEncoderConfig};
+use common::{TestEngine, read_stream};
+use engine::config::RenditionEntry;
+use load_tests::rtc::{
+    Endpoint, PublishOptions, Publisher, Subscriber, SubscriberStats, delete_session, wait_for,
+};
+use prost::Message as _;
+use protocol::v1::{RecordingFinished, RecordingSegment, RecordingStarted};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The distinct `codec,width,height` lines ffprobe reports for a URL.
+fn ffprobe_streams(url: &str) -> Vec<String> {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .expect("ffprobe runs (scripts/install-deps --test installs ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    lines.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let t = TestEngine::start_with(|c| {
+        c.nats_url = Some(url.clone());
+        c.transcode.enabled = true;
+        c.transcode.encoder = "auto".into();
+        c.transcode.segment_seconds = 1;
+        c.transcode.ladder = vec![
+            RenditionEntry {
+                name: "360p".into(),
+                height: 360,
+                bitrate_kbps: 600,
+            },
+            RenditionEntry {
+                name: "180p".into(),
+                height: 180,
+                bitrate_kbps: 200,
+            },
+        ];
+    })
+    .await;
+    t.create_room("r1").await;
+    let publish_token = t.token("streamer", "r1", &["publish"]).await;
+    let viewer_token = t.token("viewer", "r1", &["subscribe"]).await;
+    let outsider_token = t.token("outsider", "r2", &["subscribe"]).await;
+
+    // Before anyone publishes there is nothing to play.
+    let early = t
+        .http
+        .get(format!("{}/v1/rooms/r1/streams/main/hls", t.base))
+        .bearer_auth(&viewer_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), 404);
+
+    let whip = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path: "/whip/r1/main",
+        token: &publish_token,
+    };
+    let options = PublishOptions {
+        video: VideoEncoderConfig {
+            codec: VideoCodec::Vp8,
+            width: 640,
+            height: 360,
+            fps: 30,
+            bitrate_bps: 600_000,
+            keyframe_interval: 60,
+        },
+        audio_bitrate_bps: 48_000,
+    };
+    let publisher = Publisher::start(&whip, options).await.unwrap();
+    wait_for(|| publisher.stats().connected(), WAIT)
+        .await
+        .expect("the publisher connects");
+    let published = Instant::now();
+
+    // The playlist URL exists once the transcoder opened its ladder.
+    let mut signed = None;
+    for _ in 0..100 {
+        let response = t
+            .http
+            .get(format!("{}/v1/rooms/r1/streams/main/hls", t.base))
+            .bearer_auth(&viewer_token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            signed = Some(response.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let signed = signed.expect("a signed HLS URL while live");
+    let master_url = format!("{}{}", t.base, signed["url"].as_str().unwrap());
+    let recording_id = signed["recording_id"].as_str().unwrap().to_owned();
+    let forbidden = t
+        .http
+        .get(format!("{}/v1/rooms/r1/streams/main/hls", t.base))
+        .bearer_auth(&outsider_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403, "a grant for another room");
+
+    // A weak viewer asks for `low`: the 180p rendition, in H.264.
+    let whep = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path: "/whep/r1/main?layer=low",
+        token: &viewer_token,
+    };
+    let low = Subscriber::start(&whep, true).await.unwrap();
+    let stats = low.stats().clone();
+    if wait_for(|| SubscriberStats::get(&stats.decoded_frames) >= 20, WAIT)
+        .await
+        .is_err()
+    {
+        panic!("the low viewer decodes frames: {}", stats.summary());
+    }
+    assert_eq!(stats.dimensions(), (320, 180), "{}", stats.summary());
+    assert!(
+        stats.mime_types().contains(&"video/h264".to_owned()),
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        SubscriberStats::get(&stats.decode_errors),
+        0,
+        "{}",
+        stats.summary()
+    );
+
+    // Live HLS: a master playlist with both renditions, each readable by
+    // ffprobe through the signed URL (segments resolve under it).
+    while published.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let master = t.http.get(&master_url).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(
+        master.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    let master = master.text().await.unwrap();
+    assert!(
+        master.contains("RESOLUTION=640x360") && master.contains("RESOLUTION=320x180"),
+        "{master}"
+    );
+    let base_url = master_url.trim_end_matches("master.m3u8");
+    for (name, size) in [("360p", "640,360"), ("180p", "320,180")] {
+        let streams = ffprobe_streams(&format!("{base_url}{name}/index.m3u8"));
+        assert_eq!(
+            streams,
+            vec!["aac".to_owned(), format!("h264,{size}")],
+            "{name}"
+        );
+    }
+    // A tampered signature or a climb out of the recording is refused.
+    let tampered = master_url.replacen("/signed/", "/signed/1", 1);
+    assert_eq!(t.http.get(&tampered).send().await.unwrap().status(), 401);
+    let climb = format!("{base_url}..%2F..%2Fadmin.key");
+    assert_eq!(t.http.get(&climb).send().await.unwrap().status(), 404);
+
+    // The publisher leaves: the recording closes with the stream's length.
+    let ended = Instant::now();
+    let duration = published.elapsed();
+    assert_eq!(
+        delete_session(&whip, publisher.location()).await.unwrap(),
+        200
+    );
+    publisher.close().await;
+    low.close().await;
+    let playlist = t
+        .dir
+        .path()
+        .join("recordings")
+        .join(&recording_id)
+        .join("180p/index.m3u8");
+    let closed =
+        || std::fs::read_to_string(&playlist).is_ok_and(|text| text.contains("#EXT-X-ENDLIST"));
+    wait_for(closed, WAIT)
+        .await
+        .expect("the playlist is closed");
+    eprintln!(
+        "recording closed {:?} after the publisher left",
+        ended.elapsed()
+    );
+    let segments = codec::hls::read_segments(&playlist).unwrap();
+    let recorded: u64 = segments.iter().map(|s| s.duration_ms).sum();
+    let published_ms = duration.as_millis() as u64;
+    assert!(
+        recorded.abs_diff(published_ms) <= 1000,
+        "recorded {recorded} ms of {published_ms} ms published (one segment of slack)"
+    );
+    assert!(Path::new(&playlist).with_file_name("init.mp4").exists());
+    let mut status = 0;
+    for _ in 0..50 {
+        status = t
+            .http
+            .get(format!("{}/v1/rooms/r1/streams/main/hls", t.base))
+            .bearer_auth(&viewer_token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 404, "no live HLS after the stream ended");
+
+    // recording.started, a segment per rendition and second, finished.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = read_stream(&url, "LIVE_RECORDINGS").await;
+        if events.iter().any(|e| e.kind == "recording.finished") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started: Vec<RecordingStarted> = events
+        .iter()
+        .filter(|e| e.kind == "recording.started")
+        .map(|e| RecordingStarted::decode(e.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].recording_id, recording_id);
+    assert_eq!(started[0].renditions.len(), 2);
+    assert_eq!(started[0].encoder, "libx264", "no GPU here: the fallback");
+    let segment_events: Vec<RecordingSegment> = events
+        .iter()
+        .filter(|e| e.kind == "recording.segment")
+        .map(|e| RecordingSegment::decode(e.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        segment_events
+            .iter()
+            .filter(|s| s.rendition == "180p")
+            .count(),
+        segments.len(),
+        "one event per segment"
+    );
+    let finished: Vec<RecordingFinished> = events
+        .iter()
+        .filter(|e| e.kind == "recording.finished")
+        .map(|e| RecordingFinished::decode(e.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(finished.len(), 1);
+    assert!(finished[0].error.is_empty(), "{:?}", finished[0]);
+    assert!(finished[0].duration_ms.abs_diff(published_ms) <= 1000);
+
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("live_transcode_encoder_info{"))
+        .expect("the encoder choice is a metric");
+    assert!(
+        info.contains("encoder=\"libx264\"") && info.contains("reason="),
+        "{info}"
+    );
+    assert!(metrics.contains("live_transcode_frames_total{stage=\"encoded\"}"));
+    t.shutdown().await;
+}
