@@ -143,6 +143,23 @@
 //!     account text, created_ms bigint, transfer_id text, amount bigint,
 //!     PRIMARY KEY ((account), created_ms, transfer_id)
 //! );
+//! -- VOD: assets by id, listed per room, danmaku replay per 6-minute
+//! -- segment (a player reads one partition per segment it plays).
+//! CREATE TABLE vod_assets (
+//!     vod_id text PRIMARY KEY, room_id text, stream text, status text,
+//!     media_origin_ms bigint, duration_ms bigint, segments bigint,
+//!     renditions list<frozen<rendition>>, danmaku_seq_start bigint,
+//!     publisher text, finished_ms bigint, error text
+//! );
+//! CREATE TABLE vod_by_room (          -- written with vod_assets in a logged batch
+//!     room_id text, media_origin_ms bigint, vod_id text,
+//!     PRIMARY KEY ((room_id), media_origin_ms, vod_id)
+//! ) WITH CLUSTERING ORDER BY (media_origin_ms DESC, vod_id ASC);
+//! CREATE TABLE vod_danmaku (          -- INSERT ... IF NOT EXISTS is not needed:
+//!     vod_id text, segment int,       -- a re-import writes the same row
+//!     offset_ms bigint, seq bigint, item blob,
+//!     PRIMARY KEY ((vod_id, segment), offset_ms, seq)
+//! );
 //! ```
 
 pub mod audit;
@@ -155,7 +172,7 @@ pub use embedded::{DB_FILE, EmbeddedOptions, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use model::{
     CatalogEntry, DANMAKU_BUCKET_SIZE, Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine,
-    Mute, OutboxEvent, OutboxRow, Room, Settlement, TermScope, TopUp, TopUpOutcome, account,
-    danmaku_bucket,
+    Mute, OutboxEvent, OutboxRow, Room, Settlement, TermScope, TopUp, TopUpOutcome,
+    VOD_DANMAKU_SEGMENT_MS, VodAsset, VodDanmaku, VodRendition, VodStatus, account, danmaku_bucket,
 };
 pub use store::Store;

@@ -220,3 +220,74 @@ mod tests {
         assert_eq!(TermScope::Room("r1".into()).partition_key(), "r1");
     }
 }
+
+/// The length of one danmaku replay segment of a VOD (6 minutes, as on
+/// Bilibili): a player fetches the segment its playhead is in.
+pub const VOD_DANMAKU_SEGMENT_MS: u64 = 6 * 60 * 1000;
+
+/// Where a VOD asset is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VodStatus {
+    /// The stream is live: segments are being added.
+    Recording,
+    /// The recording finished: playlists closed, danmaku imported.
+    Ready,
+}
+
+impl VodStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Recording => "recording",
+            Self::Ready => "ready",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "recording" => Some(Self::Recording),
+            "ready" => Some(Self::Ready),
+            _ => None,
+        }
+    }
+}
+
+/// One rendition of a VOD asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VodRendition {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_bps: u32,
+}
+
+/// A recorded stream as the VOD service keeps it. Partition: `vod_id`
+/// (the recording id); listed per room newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VodAsset {
+    pub vod_id: String,
+    pub room_id: String,
+    pub stream: String,
+    pub status: VodStatus,
+    /// Wall-clock time of media time 0 (ms since the epoch).
+    pub media_origin_ms: u64,
+    pub duration_ms: u64,
+    /// Segments of the top rendition so far.
+    pub segments: u64,
+    pub renditions: Vec<VodRendition>,
+    /// The room's last danmaku seq before the recording: replay starts after.
+    pub danmaku_seq_start: u64,
+    pub publisher: String,
+    pub finished_ms: Option<u64>,
+    /// Why the recording stopped early; empty when the stream ended.
+    pub error: String,
+}
+
+/// A danmaku placed on a VOD's timeline. Partition `(vod_id, segment)`,
+/// clustered by `(offset_ms, seq)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VodDanmaku {
+    pub segment: u32,
+    /// Milliseconds from media time 0.
+    pub offset_ms: u64,
+    pub item: protocol::v1::DanmakuItem,
+}

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::{
     CatalogEntry, Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow,
-    Result, Room, Settlement, TermScope, TopUp, TopUpOutcome,
+    Result, Room, Settlement, TermScope, TopUp, TopUpOutcome, VodAsset, VodDanmaku,
 };
 
 /// The engine's durable state, partition by partition.
@@ -143,6 +143,20 @@ pub trait Store: Send + Sync + 'static {
     async fn catalog_entries(&self) -> Result<Vec<CatalogEntry>>;
     /// Records a gift added, changed or retired (the last write wins).
     async fn put_catalog_entry(&self, entry: CatalogEntry) -> Result<()>;
+
+    // ---- VOD — assets: partition vod_id; replay: (vod_id, segment) by offset ----
+
+    /// Writes a VOD asset whole (the VOD service merges before writing).
+    async fn put_vod_asset(&self, asset: VodAsset) -> Result<()>;
+    async fn vod_asset(&self, vod_id: &str) -> Result<Option<VodAsset>>;
+    /// Newest first, of one room or of all.
+    async fn vod_assets(&self, room_id: Option<&str>, limit: usize) -> Result<Vec<VodAsset>>;
+    /// Places danmaku on a VOD's timeline; one already placed (same
+    /// segment, offset and seq) is left alone, so an import can be redone.
+    /// Returns how many were new.
+    async fn put_vod_danmaku(&self, vod_id: &str, items: Vec<VodDanmaku>) -> Result<usize>;
+    /// The danmaku of one replay segment, by offset.
+    async fn vod_danmaku(&self, vod_id: &str, segment: u32) -> Result<Vec<VodDanmaku>>;
 
     // ---- outbox ----
 

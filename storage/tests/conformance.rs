@@ -12,7 +12,8 @@ use bytes::Bytes;
 use protocol::v1::DanmakuItem;
 use storage::{
     Earnings, EmbeddedOptions, EmbeddedStore, GiftOutcome, GiftRecord, OutboxEvent, Room,
-    Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome, account,
+    Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome, VodAsset, VodDanmaku,
+    VodRendition, VodStatus, account,
 };
 use tempfile::TempDir;
 
@@ -772,6 +773,81 @@ mod suite {
         assert_eq!(store.earnings("nobody").await.unwrap(), Earnings::default());
     }
 
+    fn vod(vod_id: &str, room_id: &str, origin_ms: u64) -> VodAsset {
+        VodAsset {
+            vod_id: vod_id.to_owned(),
+            room_id: room_id.to_owned(),
+            stream: "main".into(),
+            status: VodStatus::Recording,
+            media_origin_ms: origin_ms,
+            duration_ms: 0,
+            segments: 0,
+            renditions: vec![
+                VodRendition {
+                    name: "720p".into(),
+                    width: 1280,
+                    height: 720,
+                    bitrate_bps: 2_500_000,
+                },
+                VodRendition {
+                    name: "360p".into(),
+                    width: 640,
+                    height: 360,
+                    bitrate_bps: 700_000,
+                },
+            ],
+            danmaku_seq_start: 41,
+            publisher: "streamer".into(),
+            finished_ms: None,
+            error: String::new(),
+        }
+    }
+
+    pub async fn vod_assets_are_kept_whole_and_listed_newest_first(store: &dyn Store) {
+        store.put_vod_asset(vod("v1", "r1", 1_000)).await.unwrap();
+        store.put_vod_asset(vod("v2", "r2", 2_000)).await.unwrap();
+        store.put_vod_asset(vod("v3", "r1", 3_000)).await.unwrap();
+        let mut ready = vod("v1", "r1", 1_000);
+        ready.status = VodStatus::Ready;
+        ready.duration_ms = 61_500;
+        ready.segments = 31;
+        ready.finished_ms = Some(70_000);
+        store.put_vod_asset(ready.clone()).await.unwrap();
+        assert_eq!(store.vod_asset("v1").await.unwrap(), Some(ready));
+        assert_eq!(store.vod_asset("nope").await.unwrap(), None);
+        let ids = |assets: Vec<VodAsset>| assets.into_iter().map(|a| a.vod_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.vod_assets(Some("r1"), 10).await.unwrap()),
+            ["v3", "v1"]
+        );
+        assert_eq!(ids(store.vod_assets(None, 2).await.unwrap()), ["v3", "v2"]);
+        assert!(store.vod_assets(Some("r9"), 10).await.unwrap().is_empty());
+    }
+
+    pub async fn vod_danmaku_is_read_per_segment_by_offset_and_imported_once(store: &dyn Store) {
+        let placed = |segment, offset_ms, seq| VodDanmaku {
+            segment,
+            offset_ms,
+            item: item(seq),
+        };
+        let first = vec![
+            placed(0, 5_000, 3),
+            placed(0, 1_200, 2),
+            placed(1, 360_100, 4),
+        ];
+        assert_eq!(store.put_vod_danmaku("v1", first.clone()).await.unwrap(), 3);
+        // Redone after a crash: nothing doubles.
+        let again = [first, vec![placed(0, 1_200, 1)]].concat();
+        assert_eq!(store.put_vod_danmaku("v1", again).await.unwrap(), 1);
+        let segment = store.vod_danmaku("v1", 0).await.unwrap();
+        let order: Vec<(u64, u64)> = segment.iter().map(|d| (d.offset_ms, d.item.seq)).collect();
+        assert_eq!(order, [(1_200, 1), (1_200, 2), (5_000, 3)]);
+        assert_eq!(segment[2].item, item(3));
+        assert_eq!(store.vod_danmaku("v1", 1).await.unwrap().len(), 1);
+        assert!(store.vod_danmaku("v1", 2).await.unwrap().is_empty());
+        assert!(store.vod_danmaku("v2", 0).await.unwrap().is_empty());
+    }
+
     pub async fn last_seq_and_flush_are_barriers(store: Arc<dyn Store>) {
         // Writes queued behind one another from several tasks; once each
         // has been submitted, a barrier call sees it.
@@ -838,7 +914,9 @@ embedded_suite!(
         a_gift_debits_records_splits_and_announces_at_once,
         a_reused_gift_key_replays_or_conflicts_and_writes_nothing,
         insufficient_funds_write_nothing,
-        a_gift_is_settled_once_and_counted_in_earnings;
+        a_gift_is_settled_once_and_counted_in_earnings,
+        vod_assets_are_kept_whole_and_listed_newest_first,
+        vod_danmaku_is_read_per_segment_by_offset_and_imported_once;
     shared:
         a_duplicate_seq_fails_only_its_own_append,
         last_seq_and_flush_are_barriers,

@@ -167,6 +167,36 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         window_ms INTEGER NOT NULL CHECK (window_ms > 0)
     ) WITHOUT ROWID;
     ",
+    // 6: VOD assets built from recording events, and the danmaku replayed
+    // over them, partitioned by (vod, 6-minute segment), clustered by offset.
+    "
+    CREATE TABLE vod_assets (
+        vod_id            TEXT    NOT NULL PRIMARY KEY,
+        room_id           TEXT    NOT NULL,
+        stream            TEXT    NOT NULL,
+        status            TEXT    NOT NULL,
+        media_origin_ms   INTEGER NOT NULL,
+        duration_ms       INTEGER NOT NULL,
+        segments          INTEGER NOT NULL,
+        renditions        TEXT    NOT NULL,
+        danmaku_seq_start INTEGER NOT NULL,
+        publisher         TEXT    NOT NULL,
+        finished_ms       INTEGER,
+        error             TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    -- Stands in for Scylla's `vod_by_room` table (partition room_id,
+    -- clustered by media_origin_ms DESC).
+    CREATE INDEX vod_by_room ON vod_assets (room_id, media_origin_ms DESC);
+    CREATE INDEX vod_by_time ON vod_assets (media_origin_ms DESC);
+    CREATE TABLE vod_danmaku (
+        vod_id    TEXT    NOT NULL,
+        segment   INTEGER NOT NULL,
+        offset_ms INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        item      BLOB    NOT NULL,
+        PRIMARY KEY (vod_id, segment, offset_ms, seq)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the database to the last script's version, refusing one that is newer:

@@ -12,6 +12,7 @@ mod moderation;
 mod outbox;
 mod readers;
 mod rooms;
+mod vod;
 mod wallets;
 pub(crate) use wallets::{GIFT_COLUMNS, gift_row};
 mod writer;
@@ -27,7 +28,8 @@ use tokio::sync::Notify;
 
 use crate::{
     CatalogEntry, Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow,
-    Result, Room, Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome,
+    Result, Room, Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome, VodAsset,
+    VodDanmaku,
 };
 use readers::Readers;
 use writer::{Writer, Written};
@@ -334,6 +336,40 @@ impl Store for EmbeddedStore {
     async fn put_catalog_entry(&self, entry: CatalogEntry) -> Result<()> {
         self.writer
             .submit(move |conn| wallets::put_catalog_entry(conn, &entry))
+            .await
+    }
+
+    async fn put_vod_asset(&self, asset: VodAsset) -> Result<()> {
+        self.writer
+            .submit(move |conn| vod::put_asset(conn, &asset))
+            .await
+    }
+
+    async fn vod_asset(&self, vod_id: &str) -> Result<Option<VodAsset>> {
+        let vod_id = vod_id.to_owned();
+        self.readers
+            .read(move |conn| vod::asset(conn, &vod_id))
+            .await
+    }
+
+    async fn vod_assets(&self, room_id: Option<&str>, limit: usize) -> Result<Vec<VodAsset>> {
+        let room_id = room_id.map(str::to_owned);
+        self.readers
+            .read(move |conn| vod::assets(conn, room_id.as_deref(), limit))
+            .await
+    }
+
+    async fn put_vod_danmaku(&self, vod_id: &str, items: Vec<VodDanmaku>) -> Result<usize> {
+        let vod_id = vod_id.to_owned();
+        self.writer
+            .submit(move |conn| vod::put_danmaku(conn, &vod_id, &items))
+            .await
+    }
+
+    async fn vod_danmaku(&self, vod_id: &str, segment: u32) -> Result<Vec<VodDanmaku>> {
+        let vod_id = vod_id.to_owned();
+        self.readers
+            .read(move |conn| vod::danmaku(conn, &vod_id, segment))
             .await
     }
 
