@@ -45,6 +45,7 @@ pub mod room;
 pub mod session;
 pub mod stream;
 pub mod supervision;
+pub mod vod;
 
 pub use config::{ActorsConfig, DanmakuConfig};
 pub use engine::{Actors, EngineSupervisor};

@@ -109,6 +109,7 @@ pub(crate) async fn start(
         store,
         live: config.live.clone(),
         started: false,
+        segment_starts: HashMap::new(),
     };
     tokio::spawn(recorder.run(transcode.events, supervisor));
     tracing::info!(room = %key.room, stream = %key.stream, recording = %id, "recording");
@@ -123,6 +124,8 @@ struct Recorder {
     store: Arc<dyn Store>,
     live: LiveRecordings,
     started: bool,
+    /// Per rendition: where its next segment starts (ms).
+    segment_starts: HashMap<String, u64>,
 }
 
 impl Recorder {
@@ -183,6 +186,9 @@ impl Recorder {
                 self.append(events::RECORDING_STARTED, &event).await
             }
             TranscodeEvent::Segment { rendition, segment } => {
+                let start = self.segment_starts.entry(rendition.clone()).or_default();
+                let start_ms = *start;
+                *start += segment.duration_ms;
                 let event = RecordingSegment {
                     recording_id: self.id.clone(),
                     room_id: self.key.room.clone(),
@@ -191,6 +197,7 @@ impl Recorder {
                     sequence: segment.sequence,
                     uri: segment.uri,
                     duration_ms: segment.duration_ms,
+                    start_ms,
                 };
                 self.append(events::RECORDING_SEGMENT, &event).await
             }

@@ -40,6 +40,7 @@ pub struct Config {
     pub danmaku: DanmakuSection,
     pub gifts: GiftsSection,
     pub billing: BillingSection,
+    pub vod: VodSection,
     pub ws: WsSection,
     pub store: StoreSection,
     pub transcode: TranscodeSection,
@@ -86,6 +87,20 @@ pub struct GiftsSection {
     pub goal_window_s: u64,
     /// Gifts added to the default catalog, or replacing one with the same id.
     pub catalog: Vec<GiftEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VodSection {
+    /// Run the VOD role (assets and danmaku replay from recording events)
+    /// in this process.
+    pub enabled: bool,
+}
+
+impl Default for VodSection {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +168,7 @@ impl Default for Config {
             danmaku: DanmakuSection::default(),
             gifts: GiftsSection::default(),
             billing: BillingSection::default(),
+            vod: VodSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
             transcode: TranscodeSection::default(),
@@ -292,6 +308,7 @@ const ENV_KEYS: &[&str] = &[
     "danmaku",
     "gifts",
     "billing",
+    "vod",
     "ws",
     "store",
     "transcode",

@@ -38,8 +38,9 @@ pub struct Engine {
     actors: Actors,
     store: Arc<EmbeddedStore>,
     shutdown: CancellationToken,
-    /// The billing role, when enabled: stops with `shutdown`.
-    billing: Option<JoinHandle<()>>,
+    /// The roles run in this process (billing, VOD): they stop with
+    /// `shutdown`.
+    roles: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
     server: JoinHandle<std::io::Result<()>>,
     shutdown_timeout: Duration,
@@ -119,14 +120,22 @@ impl Engine {
         let http_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let sessions = TaskTracker::new();
-        let billing = config.billing.enabled.then(|| {
-            actors::billing::spawn(
+        let mut roles = Vec::new();
+        if config.billing.enabled {
+            roles.push(actors::billing::spawn(
                 dyn_store.clone(),
                 bus.clone(),
                 config.billing(),
                 shutdown.clone(),
-            )
-        });
+            ));
+        }
+        if config.vod.enabled {
+            roles.push(actors::vod::spawn(
+                dyn_store.clone(),
+                bus.clone(),
+                shutdown.clone(),
+            ));
+        }
         let app = AppState {
             actors: actors.clone(),
             store: dyn_store,
@@ -158,7 +167,7 @@ impl Engine {
             shutdown,
             sessions,
             server,
-            billing,
+            roles,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_s),
         })
     }
@@ -204,9 +213,10 @@ impl Engine {
             tracing::warn!("sessions did not close in time");
         }
         self.actors.shutdown().await;
-        if let Some(billing) = self.billing {
-            // It stops at its next await; a settlement in flight finishes.
-            let _ = tokio::time::timeout(self.shutdown_timeout, billing).await;
+        for role in self.roles {
+            // Each stops at its next await; work in flight (a settlement,
+            // a danmaku import) finishes.
+            let _ = tokio::time::timeout(self.shutdown_timeout, role).await;
         }
         self.store.close().await.context("flushing the store")?;
         match tokio::time::timeout(self.shutdown_timeout, self.server).await {

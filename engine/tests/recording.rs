@@ -22,6 +22,13 @@ use protocol::v1::{RecordingFinished, RecordingSegment, RecordingStarted};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// The distinct `codec,width,height` lines ffprobe reports for a URL.
 fn ffprobe_streams(url: &str) -> Vec<String> {
     let output = Command::new("ffprobe")
@@ -74,7 +81,10 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     .await;
     t.create_room("r1").await;
     let publish_token = t.token("streamer", "r1", &["publish"]).await;
-    let viewer_token = t.token("viewer", "r1", &["subscribe"]).await;
+    let viewer_token = t.token("viewer", "r1", &["subscribe", "chat"]).await;
+    let mut chat = common::Client::connect(&t.ws_url("r1"), &viewer_token, None).await;
+    chat.send_danmaku("before the stream", "d0").await;
+    assert_eq!(chat.next_items(1).await[0].text, "before the stream");
     let outsider_token = t.token("outsider", "r2", &["subscribe"]).await;
 
     // Before anyone publishes there is nothing to play.
@@ -109,6 +119,7 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
         .await
         .expect("the publisher connects");
     let published = Instant::now();
+    let published_wall = now_ms();
 
     // The playlist URL exists once the transcoder opened its ladder.
     let mut signed = None;
@@ -165,6 +176,18 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
         "{}",
         stats.summary()
     );
+
+    // Danmaku at known moments while the stream is recorded.
+    let mut sent = Vec::new();
+    for (index, at) in [1500u64, 2500, 3500].into_iter().enumerate() {
+        while published.elapsed() < Duration::from_millis(at) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let text = format!("at {at} ms");
+        sent.push((text.clone(), now_ms()));
+        chat.send_danmaku(&text, &format!("d{}", index + 1)).await;
+    }
+    assert_eq!(chat.next_items(3).await.len(), 3);
 
     // Live HLS: a master playlist with both renditions, each readable by
     // ffprobe through the signed URL (segments resolve under it).
@@ -305,5 +328,87 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
         "{info}"
     );
     assert!(metrics.contains("live_transcode_frames_total{stage=\"encoded\"}"));
+
+    // The VOD role built the asset from those events.
+    let mut vod = serde_json::Value::Null;
+    for _ in 0..100 {
+        vod = t
+            .get_json_as(&format!("/v1/vod/{recording_id}"), &viewer_token)
+            .await;
+        if vod["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(vod["status"], "ready", "{vod}");
+    assert_eq!(vod["room_id"], "r1");
+    let origin = vod["started_at_ms"].as_u64().unwrap();
+    assert!(
+        (published_wall..published_wall + 1000).contains(&origin),
+        "media time 0 is the first recorded frame, just after publishing began: {origin} vs {published_wall}"
+    );
+    let vod_ms = vod["duration_ms"].as_u64().unwrap();
+    assert!(vod_ms.abs_diff(published_ms) <= 1000, "{vod}");
+    assert_eq!(vod["renditions"].as_array().unwrap().len(), 2);
+    let listed = t.get_json_as("/v1/vod?room=r1", &viewer_token).await;
+    assert_eq!(listed["items"][0]["id"], recording_id.as_str(), "{listed}");
+    let vod_master = format!("{}{}", t.base, vod["playlist_url"].as_str().unwrap());
+    assert_eq!(
+        ffprobe_streams(&vod_master),
+        vec![
+            "aac".to_owned(),
+            "h264,320,180".to_owned(),
+            "h264,640,360".to_owned()
+        ]
+    );
+    let poster = t
+        .http
+        .get(format!("{}{}", t.base, vod["poster_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poster.headers()["content-type"], "image/jpeg");
+
+    // Danmaku replay: each where it was sent on the media timeline.
+    let replay = t
+        .get_json_as(
+            &format!("/v1/vod/{recording_id}/danmaku?segment=0"),
+            &viewer_token,
+        )
+        .await;
+    let items = replay["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        3,
+        "the danmaku before the stream is not replayed: {replay}"
+    );
+    for ((text, sent_ms), item) in sent.iter().zip(items) {
+        assert_eq!(item["text"], text.as_str());
+        let offset = item["offset_ms"].as_u64().unwrap();
+        let expected = sent_ms - origin;
+        assert!(
+            offset.abs_diff(expected) <= 100,
+            "{text}: replayed at {offset} ms, sent at {expected} ms"
+        );
+    }
+    let beyond = t
+        .http
+        .get(format!(
+            "{}/v1/vod/{recording_id}/danmaku?segment=3",
+            t.base
+        ))
+        .bearer_auth(&viewer_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 400);
+    let outsider = t
+        .http
+        .get(format!("{}/v1/vod/{recording_id}", t.base))
+        .bearer_auth(&outsider_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outsider.status(), 403);
     t.shutdown().await;
 }

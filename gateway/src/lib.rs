@@ -29,7 +29,7 @@ pub use error::ApiError;
 pub use routes::hls::url_signing_key;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, tokens};
+use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, tokens, vod};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
@@ -62,6 +62,13 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/hls/signed/{expires}/{signature}/{room}/{stream}/{*file}",
             get(hls::signed_live_file),
+        )
+        .route("/v1/vod", get(vod::list))
+        .route("/v1/vod/{id}", get(vod::get))
+        .route("/v1/vod/{id}/danmaku", get(vod::danmaku))
+        .route(
+            "/vod/signed/{expires}/{signature}/{id}/{*file}",
+            get(vod::signed_file),
         )
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))

@@ -42,7 +42,12 @@ pub fn sign(app: &AppState, scope: &str, expires: u64) -> String {
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn verify(app: &AppState, scope: &str, expires: u64, signature: &str) -> Result<(), ApiError> {
+pub(crate) fn verify(
+    app: &AppState,
+    scope: &str,
+    expires: u64,
+    signature: &str,
+) -> Result<(), ApiError> {
     if expires < unix_now() {
         return Err(ApiError::unauthorized(
             "url_expired",
@@ -135,7 +140,7 @@ async fn serve_live(
     file: &str,
 ) -> Result<Response, ApiError> {
     let recording = app.recordings.get(room, stream).ok_or_else(not_recording)?;
-    serve_recording_file(app, &recording, file, true).await
+    serve_recording_file(app, &recording, file).await
 }
 
 fn not_recording() -> ApiError {
@@ -147,13 +152,13 @@ fn not_recording() -> ApiError {
 }
 
 /// Serves one file of a recording's directory: playlists, init and media
-/// segments, the poster. `live` playlists must not be cached (they grow);
-/// everything else never changes once it exists.
+/// segments, the poster. Playlists must not be cached (a live one grows;
+/// a finished one gains its end); everything else never changes once it
+/// exists.
 pub(crate) async fn serve_recording_file(
     app: &AppState,
     recording: &str,
     file: &str,
-    live: bool,
 ) -> Result<Response, ApiError> {
     let path = recording_path(&app.recordings_root, recording, file)?;
     let content_type = content_type(file).ok_or_else(|| ApiError::not_found("no such file"))?;
@@ -164,7 +169,7 @@ pub(crate) async fn serve_recording_file(
         }
         Err(error) => return Err(ApiError::internal(format!("reading {file}: {error}"))),
     };
-    let cache = if live && file.ends_with(".m3u8") {
+    let cache = if file.ends_with(".m3u8") {
         "no-cache"
     } else {
         "public, max-age=31536000, immutable"

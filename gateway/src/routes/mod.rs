@@ -9,6 +9,7 @@ pub mod moderation;
 pub mod ops;
 pub mod rooms;
 pub mod tokens;
+pub mod vod;
 
 use axum::extract::FromRequest;
 
