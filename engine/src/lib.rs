@@ -38,6 +38,7 @@ pub struct Engine {
     actors: Actors,
     store: Arc<EmbeddedStore>,
     shutdown: CancellationToken,
+    media: sfu::MediaPlane,
     /// The roles run in this process (billing, VOD): they stop with
     /// `shutdown`.
     roles: Vec<JoinHandle<()>>,
@@ -160,6 +161,7 @@ impl Engine {
         tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "live-engine listening");
         Ok(Engine {
             media_addr: media.local_addr(),
+            media,
             http_addr,
             admin_key,
             actors,
@@ -193,6 +195,11 @@ impl Engine {
     /// The actor tree, for fault-injection tests.
     pub fn actors(&self) -> &Actors {
         &self.actors
+    }
+
+    /// The media plane, for fault-injection tests.
+    pub fn media(&self) -> &sfu::MediaPlane {
+        &self.media
     }
 
     /// Resolves if the actor tree stops on its own (a child past its

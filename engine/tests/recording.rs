@@ -56,12 +56,9 @@ fn ffprobe_streams(url: &str) -> Vec<String> {
     lines.into_iter().collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    let t = TestEngine::start_with(|c| {
-        c.nats_url = Some(url.clone());
+/// An engine that transcodes into 360p and 180p in 1 s segments.
+async fn transcoding_engine(adjust: impl FnOnce(&mut engine::Config)) -> TestEngine {
+    TestEngine::start_with(|c| {
         c.transcode.enabled = true;
         c.transcode.encoder = "auto".into();
         c.transcode.segment_seconds = 1;
@@ -77,8 +74,69 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
                 bitrate_kbps: 200,
             },
         ];
+        adjust(c);
     })
-    .await;
+    .await
+}
+
+/// A connected webrtc-rs publisher of a 640x360 VP8 pattern and Opus.
+async fn publish(t: &TestEngine, path: &str, token: &str) -> Publisher {
+    let whip = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path,
+        token,
+    };
+    let options = PublishOptions {
+        video: VideoEncoderConfig {
+            codec: VideoCodec::Vp8,
+            width: 640,
+            height: 360,
+            fps: 30,
+            bitrate_bps: 600_000,
+            keyframe_interval: 60,
+        },
+        audio_bitrate_bps: 48_000,
+    };
+    let publisher = Publisher::start(&whip, options).await.unwrap();
+    wait_for(|| publisher.stats().connected(), WAIT)
+        .await
+        .expect("the publisher connects");
+    publisher
+}
+
+/// The signed live HLS URL of `r1/{stream}` once its recording is other
+/// than `not`: waits for a recording to open (or to be replaced).
+async fn live_hls(
+    t: &TestEngine,
+    stream: &str,
+    token: &str,
+    not: Option<&str>,
+) -> serde_json::Value {
+    for _ in 0..150 {
+        let response = t
+            .http
+            .get(format!("{}/v1/rooms/r1/streams/{stream}/hls", t.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let signed: serde_json::Value = response.json().await.unwrap();
+            if not != signed["recording_id"].as_str() {
+                return signed;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no live HLS for r1/{stream}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let t = transcoding_engine(|c| c.nats_url = Some(url.clone())).await;
     t.create_room("r1").await;
     let publish_token = t.token("streamer", "r1", &["publish"]).await;
     let viewer_token = t.token("viewer", "r1", &["subscribe", "chat"]).await;
@@ -97,47 +155,12 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
         .unwrap();
     assert_eq!(early.status(), 404);
 
-    let whip = Endpoint {
-        http: &t.http,
-        base: &t.base,
-        path: "/whip/r1/main",
-        token: &publish_token,
-    };
-    let options = PublishOptions {
-        video: VideoEncoderConfig {
-            codec: VideoCodec::Vp8,
-            width: 640,
-            height: 360,
-            fps: 30,
-            bitrate_bps: 600_000,
-            keyframe_interval: 60,
-        },
-        audio_bitrate_bps: 48_000,
-    };
-    let publisher = Publisher::start(&whip, options).await.unwrap();
-    wait_for(|| publisher.stats().connected(), WAIT)
-        .await
-        .expect("the publisher connects");
+    let publisher = publish(&t, "/whip/r1/main", &publish_token).await;
     let published = Instant::now();
     let published_wall = now_ms();
 
     // The playlist URL exists once the transcoder opened its ladder.
-    let mut signed = None;
-    for _ in 0..100 {
-        let response = t
-            .http
-            .get(format!("{}/v1/rooms/r1/streams/main/hls", t.base))
-            .bearer_auth(&viewer_token)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 200 {
-            signed = Some(response.json::<serde_json::Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let signed = signed.expect("a signed HLS URL while live");
+    let signed = live_hls(&t, "main", &viewer_token, None).await;
     let master_url = format!("{}{}", t.base, signed["url"].as_str().unwrap());
     let recording_id = signed["recording_id"].as_str().unwrap().to_owned();
     let forbidden = t
@@ -223,6 +246,12 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     // The publisher leaves: the recording closes with the stream's length.
     let ended = Instant::now();
     let duration = published.elapsed();
+    let whip = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path: "/whip/r1/main",
+        token: &publish_token,
+    };
     assert_eq!(
         delete_session(&whip, publisher.location()).await.unwrap(),
         200
@@ -410,5 +439,82 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
         .await
         .unwrap();
     assert_eq!(outsider.status(), 403);
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_transcode_restarts_as_a_new_recording_and_the_cap_holds() {
+    let t = transcoding_engine(|c| c.transcode.max_concurrent = 1).await;
+    t.create_room("r1").await;
+    let publish_token = t.token("streamer", "r1", &["publish"]).await;
+    let viewer_token = t.token("viewer", "r1", &["subscribe"]).await;
+    let main = publish(&t, "/whip/r1/main", &publish_token).await;
+    let first = live_hls(&t, "main", &viewer_token, None).await;
+    let first = first["recording_id"].as_str().unwrap().to_owned();
+
+    // A second stream beyond the cap of one transcode: forwarded only.
+    let second = publish(&t, "/whip/r1/second", &publish_token).await;
+    let mut refused = None;
+    for _ in 0..50 {
+        refused = t.metric("live_transcodes_refused_total").await;
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused, Some(1.0));
+    let status = t
+        .http
+        .get(format!("{}/v1/rooms/r1/streams/second/hls", t.base))
+        .bearer_auth(&viewer_token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+
+    // The first stream's transcoder fails once it has written segments:
+    // its recording is closed as it stands and the StreamActor starts a
+    // new one on the freed slot.
+    let sealed = t
+        .dir
+        .path()
+        .join("recordings")
+        .join(&first)
+        .join("360p/index.m3u8");
+    let written = || codec::hls::read_segments(&sealed).is_ok_and(|s| s.len() >= 2);
+    wait_for(written, WAIT).await.expect("segments are written");
+    let key = sfu::StreamKey::new("r1", "main");
+    assert!(t.engine().media().inject_transcode_failure(key).await);
+    let next = live_hls(&t, "main", &viewer_token, Some(&first)).await;
+    let next = next["recording_id"].as_str().unwrap().to_owned();
+    let mut failed = serde_json::Value::Null;
+    for _ in 0..100 {
+        failed = t
+            .get_json_as(&format!("/v1/vod/{first}"), &viewer_token)
+            .await;
+        if failed["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed["status"], "ready", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("injected"),
+        "{failed}"
+    );
+    let text = std::fs::read_to_string(&sealed).unwrap();
+    assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
+    let listed = t.get_json_as("/v1/vod?room=r1", &viewer_token).await;
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [next.as_str(), first.as_str()], "newest first");
+
+    main.close().await;
+    second.close().await;
     t.shutdown().await;
 }

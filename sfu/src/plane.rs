@@ -90,6 +90,11 @@ enum Command {
         room: String,
         reply: oneshot::Sender<Vec<StreamInfo>>,
     },
+    /// Makes a stream's transcoder fail (fault injection).
+    FailTranscode {
+        stream: StreamKey,
+        reply: oneshot::Sender<bool>,
+    },
     /// Starts copying a live stream's frames into a transcoder's queue.
     Tap {
         stream: StreamKey,
@@ -264,9 +269,11 @@ impl MediaPlane {
         let slot = self.transcodes.acquire()?;
         let (frames_tx, frames) = std::sync::mpsc::sync_channel(TAP_CAPACITY);
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        let fail = Arc::new(AtomicBool::new(false));
         let tap = Tap {
             frames: frames_tx,
             keyframe_wanted: keyframe_wanted.clone(),
+            fail: fail.clone(),
             resync: false,
         };
         let stream = job.stream.clone();
@@ -278,6 +285,7 @@ impl MediaPlane {
             job,
             frames,
             keyframe_wanted,
+            fail,
             back: self.renditions.clone(),
             events: events_tx,
             slot,
@@ -287,6 +295,15 @@ impl MediaPlane {
             .spawn(move || job.run())
             .map_err(|_| SfuError::Unavailable)?;
         Ok(Transcode { events })
+    }
+
+    /// Fault injection for tests and drills: the stream's transcoder fails
+    /// at its next frame, as a codec error would make it. Returns whether
+    /// the stream had one.
+    pub async fn inject_transcode_failure(&self, stream: StreamKey) -> bool {
+        self.ask(|reply| Command::FailTranscode { stream, reply })
+            .await
+            .unwrap_or(false)
     }
 
     async fn ask<T>(
@@ -320,14 +337,22 @@ async fn run(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                if let Command::Tap { stream, tap, reply } = command {
-                    let tapped = router.set_tapped(&stream, true, Instant::now());
-                    if tapped.is_ok() {
-                        taps.insert(stream, tap);
+                match command {
+                    Command::Tap { stream, tap, reply } => {
+                        let tapped = router.set_tapped(&stream, true, Instant::now());
+                        if tapped.is_ok() {
+                            taps.insert(stream, tap);
+                        }
+                        let _ = reply.send(tapped);
                     }
-                    let _ = reply.send(tapped);
-                } else {
-                    handle(command, &mut router, &mut sessions);
+                    Command::FailTranscode { stream, reply } => {
+                        let tap = taps.get(&stream);
+                        if let Some(tap) = tap {
+                            tap.fail.store(true, Ordering::Relaxed);
+                        }
+                        let _ = reply.send(tap.is_some());
+                    }
+                    command => handle(command, &mut router, &mut sessions),
                 }
             }
             Some(message) = renditions.recv() => match message {
@@ -506,9 +531,86 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
         Command::Streams { room, reply } => {
             let _ = reply.send(router.streams_in(&room));
         }
+        // Handled by the run loop, which owns the taps.
         Command::Tap { reply, .. } => {
-            // Handled by the run loop, which owns the taps.
             let _ = reply.send(Err(SfuError::Unavailable));
         }
+        Command::FailTranscode { reply, .. } => {
+            let _ = reply.send(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use str0m::format::Codec;
+    use str0m::media::MediaKind;
+
+    use super::*;
+
+    fn frame(kind: MediaKind, keyframe: bool) -> IngestFrame {
+        IngestFrame {
+            stream: StreamKey::new("r1", "main"),
+            kind,
+            codec: if kind == MediaKind::Video {
+                Codec::Vp8
+            } else {
+                Codec::Opus
+            },
+            data: Arc::from(&[1u8, 2, 3][..]),
+            keyframe,
+            time: 0,
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_transcoder_that_falls_behind_loses_frames_until_the_next_keyframe() {
+        let mut router = Router::new(RouterConfig::new("192.0.2.1:5000".parse().unwrap()));
+        let (sender, queue) = std::sync::mpsc::sync_channel(3);
+        let mut taps = HashMap::new();
+        let stream = StreamKey::new("r1", "main");
+        taps.insert(
+            stream.clone(),
+            Tap {
+                frames: sender,
+                keyframe_wanted: Arc::default(),
+                fail: Arc::default(),
+                resync: false,
+            },
+        );
+        let video = |keyframe| frame(MediaKind::Video, keyframe);
+        feed_tap(&mut taps, &mut router, video(true));
+        feed_tap(&mut taps, &mut router, video(false));
+        feed_tap(&mut taps, &mut router, video(false));
+        // Full: dropped, and video now waits for a keyframe.
+        feed_tap(&mut taps, &mut router, video(false));
+        assert!(taps[&stream].resync);
+        assert_eq!(
+            queue.try_iter().count(),
+            3,
+            "the queue never grows past its bound"
+        );
+        feed_tap(&mut taps, &mut router, video(false));
+        feed_tap(&mut taps, &mut router, frame(MediaKind::Audio, false));
+        feed_tap(&mut taps, &mut router, video(true));
+        feed_tap(&mut taps, &mut router, video(false));
+        let kept: Vec<(MediaKind, bool)> = queue.try_iter().map(|f| (f.kind, f.keyframe)).collect();
+        assert_eq!(
+            kept,
+            [
+                (MediaKind::Audio, false),
+                (MediaKind::Video, true),
+                (MediaKind::Video, false)
+            ],
+            "the delta after the loss is skipped; audio and the next keyframe go on"
+        );
+        assert!(!taps[&stream].resync);
+        // The transcoder is gone: the tap goes with it.
+        drop(queue);
+        feed_tap(&mut taps, &mut router, video(true));
+        assert!(taps.is_empty());
     }
 }

@@ -93,6 +93,9 @@ pub(crate) enum FromTranscoder {
 pub(crate) struct Tap {
     pub frames: SyncSender<IngestFrame>,
     pub keyframe_wanted: Arc<AtomicBool>,
+    /// Fault injection: the job fails at its next frame (see
+    /// [`MediaPlane::inject_transcode_failure`](crate::MediaPlane::inject_transcode_failure)).
+    pub fail: Arc<AtomicBool>,
     /// Frames were dropped: skip video until a keyframe.
     pub resync: bool,
 }
@@ -147,6 +150,7 @@ pub(crate) struct Job {
     pub job: TranscodeJob,
     pub frames: Receiver<IngestFrame>,
     pub keyframe_wanted: Arc<AtomicBool>,
+    pub fail: Arc<AtomicBool>,
     pub back: mpsc::Sender<FromTranscoder>,
     pub events: mpsc::UnboundedSender<TranscodeEvent>,
     pub slot: Slot,
@@ -160,13 +164,18 @@ impl Job {
             job,
             frames,
             keyframe_wanted,
+            fail,
             back,
             events,
             slot,
         } = self;
         let mut stats = TranscodeStats::default();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pipeline(&job, &frames, &keyframe_wanted, &back, &events, &mut stats)
+            let signals = Signals {
+                keyframe_wanted: &keyframe_wanted,
+                fail: &fail,
+            };
+            pipeline(&job, &frames, signals, &back, &events, &mut stats)
         }));
         let error = match outcome {
             Ok(Ok(())) => None,
@@ -182,10 +191,16 @@ impl Job {
     }
 }
 
+/// Flags the media thread raises for a job.
+struct Signals<'a> {
+    keyframe_wanted: &'a AtomicBool,
+    fail: &'a AtomicBool,
+}
+
 fn pipeline(
     job: &TranscodeJob,
     frames: &Receiver<IngestFrame>,
-    keyframe_wanted: &AtomicBool,
+    signals: Signals,
     back: &mpsc::Sender<FromTranscoder>,
     events: &mpsc::UnboundedSender<TranscodeEvent>,
     stats: &mut TranscodeStats,
@@ -195,13 +210,16 @@ fn pipeline(
     let mut names: Vec<String> = Vec::new();
     let mut last_forced: Option<Instant> = None;
     while let Ok(frame) = frames.recv() {
+        if signals.fail.load(Ordering::Relaxed) {
+            return Err(CodecError::Input("failure injected by a test".into()));
+        }
         let started = Instant::now();
         match (frame.kind, video_codec(frame.codec)) {
             (MediaKind::Video, Some(codec)) => {
-                let force = keyframe_wanted.load(Ordering::Relaxed)
+                let force = signals.keyframe_wanted.load(Ordering::Relaxed)
                     && last_forced.is_none_or(|at| at.elapsed() >= FORCED_KEYFRAME_INTERVAL);
                 if force {
-                    keyframe_wanted.store(false, Ordering::Relaxed);
+                    signals.keyframe_wanted.store(false, Ordering::Relaxed);
                     last_forced = Some(started);
                 }
                 let input = VideoInput {
