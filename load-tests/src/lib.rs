@@ -39,5 +39,6 @@ pub mod rtc;
 pub mod scenario;
 pub mod sender;
 pub mod tally;
+pub mod transcode;
 pub mod viewer;
 pub mod wire;

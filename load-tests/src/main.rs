@@ -42,6 +42,19 @@ fn main() -> ExitCode {
                 }
                 report.verify()
             }
+            Command::Transcode(args) => {
+                args.validate()?;
+                let json = args.json.clone();
+                // Codec work blocks: off the runtime's workers.
+                let report = tokio::task::spawn_blocking(move || load_tests::transcode::run(&args))
+                    .await??;
+                println!("{}", report.render());
+                if let Some(path) = &json {
+                    load_tests::report::write_json_file(&report, path)?;
+                    eprintln!("wrote {}", path.display());
+                }
+                anyhow::Ok(())
+            }
             Command::SfuFanout(args) => {
                 args.validate()?;
                 let report = load_tests::fanout::run(&args).await?;
