@@ -255,42 +255,21 @@ fn damaged_input_is_skipped_until_a_keyframe_and_counted() {
     let mut out = Vec::new();
     let start = Instant::now();
     let frames = source(VideoCodec::H264, 320, 180, 70);
+    let push = |transcoder: &mut Transcoder, frames: &[(Vec<u8>, bool, u64)], out: &mut Vec<_>| {
+        for (data, keyframe, time) in frames {
+            let input = video(VideoCodec::H264, data, *keyframe, *time, start);
+            transcoder.push_video(input, false, out).unwrap();
+        }
+    };
     // Starts without a keyframe: frames 1..5 are deltas.
-    for (data, keyframe, time) in &frames[1..5] {
-        transcoder
-            .push_video(
-                video(VideoCodec::H264, data, *keyframe, *time, start),
-                false,
-                &mut out,
-            )
-            .unwrap();
-    }
+    push(&mut transcoder, &frames[1..5], &mut out);
     assert_eq!(transcoder.stats().frames_skipped, 4);
     assert!(out.is_empty(), "nothing opens before a keyframe");
     // A keyframe of garbage.
-    transcoder
-        .push_video(
-            video(
-                VideoCodec::H264,
-                &[0, 0, 1, 0x65, 0xff, 0x00, 0x13],
-                true,
-                1,
-                start,
-            ),
-            false,
-            &mut out,
-        )
-        .unwrap();
+    let garbage = vec![(vec![0, 0, 1, 0x65, 0xff, 0x00, 0x13], true, 1)];
+    push(&mut transcoder, &garbage, &mut out);
     // Then the real stream from its second keyframe (frame 60) on.
-    for (data, keyframe, time) in &frames[60..] {
-        transcoder
-            .push_video(
-                video(VideoCodec::H264, data, *keyframe, *time, start),
-                false,
-                &mut out,
-            )
-            .unwrap();
-    }
+    push(&mut transcoder, &frames[60..], &mut out);
     let stats = transcoder.stats();
     assert!(stats.frames_decoded >= 9, "{stats:?}");
     assert!(

@@ -132,6 +132,19 @@ async fn live_hls(
     panic!("no live HLS for r1/{stream}");
 }
 
+/// The VOD asset of a recording once the VOD role marked it ready.
+async fn ready_vod(t: &TestEngine, id: &str, token: &str) -> serde_json::Value {
+    let mut vod = serde_json::Value::Null;
+    for _ in 0..100 {
+        vod = t.get_json_as(&format!("/v1/vod/{id}"), token).await;
+        if vod["status"] == "ready" {
+            return vod;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the VOD of {id} never became ready: {vod}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     let nats = NatsServer::start();
@@ -339,15 +352,7 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     assert!(finished[0].error.is_empty(), "{:?}", finished[0]);
     assert!(finished[0].duration_ms.abs_diff(published_ms) <= 1000);
 
-    let metrics = t
-        .http
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics_text().await;
     let info = metrics
         .lines()
         .find(|l| l.starts_with("live_transcode_encoder_info{"))
@@ -359,17 +364,7 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     assert!(metrics.contains("live_transcode_frames_total{stage=\"encoded\"}"));
 
     // The VOD role built the asset from those events.
-    let mut vod = serde_json::Value::Null;
-    for _ in 0..100 {
-        vod = t
-            .get_json_as(&format!("/v1/vod/{recording_id}"), &viewer_token)
-            .await;
-        if vod["status"] == "ready" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(vod["status"], "ready", "{vod}");
+    let vod = ready_vod(&t, &recording_id, &viewer_token).await;
     assert_eq!(vod["room_id"], "r1");
     let origin = vod["started_at_ms"].as_u64().unwrap();
     assert!(
@@ -488,31 +483,29 @@ async fn a_failed_transcode_restarts_as_a_new_recording_and_the_cap_holds() {
     assert!(t.engine().media().inject_transcode_failure(key).await);
     let next = live_hls(&t, "main", &viewer_token, Some(&first)).await;
     let next = next["recording_id"].as_str().unwrap().to_owned();
-    let mut failed = serde_json::Value::Null;
-    for _ in 0..100 {
-        failed = t
-            .get_json_as(&format!("/v1/vod/{first}"), &viewer_token)
-            .await;
-        if failed["status"] == "ready" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(failed["status"], "ready", "{failed}");
+    let failed = ready_vod(&t, &first, &viewer_token).await;
     assert!(
         failed["error"].as_str().unwrap().contains("injected"),
         "{failed}"
     );
     let text = std::fs::read_to_string(&sealed).unwrap();
     assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
-    let listed = t.get_json_as("/v1/vod?room=r1", &viewer_token).await;
-    let ids: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [next.as_str(), first.as_str()], "newest first");
+    // The VOD role hears of the new recording a moment after it opened.
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let listed = t.get_json_as("/v1/vod?room=r1", &viewer_token).await;
+        ids = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        if ids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids, [next, first], "newest first");
 
     main.close().await;
     second.close().await;

@@ -132,17 +132,21 @@ impl TestEngine {
             .collect()
     }
 
-    /// The value of an unlabelled metric from `/metrics`.
-    pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self
-            .http
+    /// The whole `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.base))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The value of an unlabelled metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics_text().await;
         text.lines()
             .find(|line| line.split_whitespace().next() == Some(name))
             .and_then(|line| line.split_whitespace().last())
