@@ -266,6 +266,41 @@ impl AacEncoder {
         self.drain()
     }
 
+    /// Ends the audio at media position `end` (samples): silence fills
+    /// from the last samples up to it (and to a whole frame), then the
+    /// encoder gives up what it holds. A recording's audio thus reaches its
+    /// last video frame, so its last segment carries both tracks (players
+    /// such as hls.js treat a segment without one of its tracks as empty).
+    /// Audio that never started stays absent.
+    pub(crate) fn finish_at(&mut self, end: i64) -> Result<Vec<AudioPacket>, CodecError> {
+        if !self.started {
+            return Ok(Vec::new());
+        }
+        let queued_end = self.pending_pts + self.pending[0].len() as i64;
+        let gap = (end - queued_end).clamp(0, MAX_SILENCE_FILL) as usize;
+        let partial = (self.pending[0].len() + gap) % self.frame_size;
+        let fill = gap
+            + if partial == 0 {
+                0
+            } else {
+                self.frame_size - partial
+            };
+        for channel in &mut self.pending {
+            channel.resize(channel.len() + fill, 0.0);
+        }
+        let mut out = self.drain()?;
+        self.encoder
+            .send_eof()
+            .map_err(CodecError::ffmpeg("flushing the AAC encoder"))?;
+        while self.encoder.receive_packet(&mut self.packet).is_ok() {
+            out.push(AudioPacket {
+                data: self.packet.data().unwrap_or_default().to_vec(),
+                pts: self.packet.pts().unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
     fn drain(&mut self) -> Result<Vec<AudioPacket>, CodecError> {
         let mut out = Vec::new();
         while self.pending[0].len() >= self.frame_size {

@@ -135,10 +135,17 @@ impl HlsWriter {
 
     /// Ends the rendition: the last segment and `#EXT-X-ENDLIST`. Returns
     /// the segments not reported yet.
+    ///
+    /// A stream rarely ends on a segment boundary, and when it ends a frame
+    /// or two after a keyframe the muxer writes a last segment of (almost)
+    /// nothing, which players such as hls.js take for an empty segment and
+    /// report as an error. Such a tail (under [`MIN_TAIL_MS`]) is left out
+    /// of the playlist: the recording loses at most that much at its end.
     pub fn finish(mut self) -> Result<Vec<HlsSegment>, CodecError> {
         self.output
             .write_trailer()
             .map_err(CodecError::ffmpeg("finishing the HLS playlist"))?;
+        drop_short_tail(&self.playlist)?;
         self.playlist_modified = None;
         self.completed_segments()
     }
@@ -159,6 +166,38 @@ impl HlsWriter {
         self.reported += fresh.len();
         Ok(fresh)
     }
+}
+
+/// The shortest last segment a finished playlist keeps.
+pub const MIN_TAIL_MS: u64 = 250;
+
+fn drop_short_tail(playlist: &Path) -> Result<(), CodecError> {
+    let unreadable = |error: std::io::Error| {
+        CodecError::Input(format!("cannot rewrite {}: {error}", playlist.display()))
+    };
+    let bytes = std::fs::read(playlist).map_err(unreadable)?;
+    let Ok(mut parsed) = m3u8_rs::parse_media_playlist_res(&bytes) else {
+        return Ok(());
+    };
+    let short = parsed
+        .segments
+        .last()
+        .is_some_and(|last| (f64::from(last.duration) * 1000.0) < MIN_TAIL_MS as f64);
+    if !short || parsed.segments.len() < 2 {
+        return Ok(());
+    }
+    let tail = parsed.segments.pop().map(|segment| segment.uri);
+    let mut text = Vec::new();
+    parsed.write_to(&mut text).map_err(unreadable)?;
+    // Written aside and renamed, like the muxer's own playlist writes.
+    let staged = playlist.with_extension("m3u8.tmp");
+    std::fs::write(&staged, text)
+        .and_then(|()| std::fs::rename(&staged, playlist))
+        .map_err(unreadable)?;
+    if let (Some(tail), Some(dir)) = (tail, playlist.parent()) {
+        let _ = std::fs::remove_file(dir.join(tail));
+    }
+    Ok(())
 }
 
 fn add_stream(
@@ -211,4 +250,54 @@ pub fn seal_playlist(playlist: &Path) -> std::io::Result<()> {
     }
     let separator = if text.ends_with('\n') { "" } else { "\n" };
     std::fs::write(playlist, format!("{text}{separator}#EXT-X-ENDLIST\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAYLIST: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n\
+        #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+        #EXTINF:2.000,\nseg_00000.m4s\n#EXTINF:2.000,\nseg_00001.m4s\n\
+        #EXTINF:TAIL,\nseg_00002.m4s\n#EXT-X-ENDLIST\n";
+
+    fn finished_with_tail(tail: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let playlist = dir.path().join(MEDIA_PLAYLIST);
+        std::fs::write(&playlist, PLAYLIST.replace("TAIL", tail)).unwrap();
+        std::fs::write(dir.path().join("seg_00002.m4s"), b"tail").unwrap();
+        (dir, playlist)
+    }
+
+    #[test]
+    fn a_last_segment_of_almost_nothing_is_left_out() {
+        let (dir, playlist) = finished_with_tail("0.033");
+        drop_short_tail(&playlist).unwrap();
+        let uris: Vec<String> = read_segments(&playlist)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.uri)
+            .collect();
+        assert_eq!(uris, ["seg_00000.m4s", "seg_00001.m4s"]);
+        assert!(
+            std::fs::read_to_string(&playlist)
+                .unwrap()
+                .contains("#EXT-X-ENDLIST")
+        );
+        assert!(!dir.path().join("seg_00002.m4s").exists());
+    }
+
+    #[test]
+    fn a_real_last_segment_stays() {
+        let (_dir, playlist) = finished_with_tail("0.400");
+        drop_short_tail(&playlist).unwrap();
+        assert_eq!(read_segments(&playlist).unwrap().len(), 3);
+        seal_playlist(&playlist).unwrap();
+        let text = std::fs::read_to_string(&playlist).unwrap();
+        assert_eq!(
+            text.matches("#EXT-X-ENDLIST").count(),
+            1,
+            "sealing twice adds nothing"
+        );
+    }
 }

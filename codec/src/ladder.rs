@@ -260,8 +260,21 @@ impl Transcoder {
         Ok(())
     }
 
-    /// Ends the recording: last segments, `#EXT-X-ENDLIST`.
-    pub fn finish(self, out: &mut Vec<TranscodeOutput>) -> Result<TranscodeStats, CodecError> {
+    /// Ends the recording: audio up to the last video frame, the last
+    /// segments, `#EXT-X-ENDLIST`.
+    pub fn finish(mut self, out: &mut Vec<TranscodeOutput>) -> Result<TranscodeStats, CodecError> {
+        if let (Some(aac), Some(last)) = (self.aac.as_mut(), self.last_pts) {
+            let frame = i64::from(VIDEO_CLOCK_HZ) / i64::from(self.config.fps.max(1));
+            let end = (last + frame) * i64::from(AUDIO_CLOCK_HZ) / i64::from(VIDEO_CLOCK_HZ);
+            let packets = aac.finish_at(end)?;
+            for step in &mut self.steps {
+                if let Some(hls) = step.hls.as_mut() {
+                    for packet in &packets {
+                        hls.write_audio(packet)?;
+                    }
+                }
+            }
+        }
         for (index, step) in self.steps.into_iter().enumerate() {
             if let Some(hls) = step.hls {
                 for segment in hls.finish()? {

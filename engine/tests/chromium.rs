@@ -1,6 +1,7 @@
 //! End to end in headless Chromium (libwebrtc): one page publishes the fake
 //! camera and microphone over WHIP with three simulcast layers, two pages
-//! play it over WHEP, one asking for the high layer and one for the low.
+//! play it over WHEP, one asking for the high layer and one for the low;
+//! and hls.js (from `web/node_modules`) plays a recording's HLS.
 //! Chromium is driven through chromedriver's W3C HTTP API.
 
 mod common;
@@ -158,11 +159,90 @@ async fn serve_pages() -> String {
         .route(
             "/view.html",
             get(|| async { Html(include_str!("pages/view.html")) }),
-        );
+        )
+        .route(
+            "/hls.html",
+            get(|| async { Html(include_str!("pages/hls.html")) }),
+        )
+        .route("/hls.min.js", get(hls_js));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
+}
+
+/// hls.js as `scripts/test` installed it (`npm ci` in `web/`).
+async fn hls_js() -> impl axum::response::IntoResponse {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web/node_modules/hls.js/dist/hls.min.js"
+    );
+    let script = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (scripts/test runs npm ci in web/)"));
+    ([("content-type", "text/javascript")], script)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_recording_in_chromium() {
+    let t = common::recording::transcoding_engine(|_| {}).await;
+    t.create_room("r1").await;
+    let publish_token = t.token("streamer", "r1", &["publish"]).await;
+    let viewer_token = t.token("viewer", "r1", &["subscribe"]).await;
+    let publisher = common::recording::publish(&t, "/whip/r1/main", &publish_token).await;
+    let live = common::recording::live_hls(&t, "main", &viewer_token, None).await;
+    let recording = live["recording_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let whip = load_tests::rtc::Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path: "/whip/r1/main",
+        token: &publish_token,
+    };
+    let deleted = load_tests::rtc::delete_session(&whip, publisher.location()).await;
+    assert_eq!(deleted.unwrap(), 200);
+    publisher.close().await;
+    let vod = common::recording::ready_vod(&t, &recording, &viewer_token).await;
+    let src = format!("{}{}", t.base, vod["playlist_url"].as_str().unwrap());
+
+    let pages = serve_pages().await;
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("{pages}/hls.html?src={}", urlencode(&src)))
+        .await;
+    let state = browser
+        .wait_for("hls.js plays past 2 s", |s| {
+            s["currentTime"].as_f64().unwrap_or(0.0) >= 2.0
+                && s["videoWidth"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    eprintln!("hls.js: {state}");
+    assert_eq!(state["levels"], json!(["320x180", "640x360"]), "{state}");
+    assert_eq!(state["errors"], Value::Null, "no error, fatal or not");
+    assert_eq!(
+        state["audioTracks"],
+        json!(0),
+        "audio is muxed into each rendition"
+    );
+    let duration = state["duration"].as_f64().unwrap();
+    let recorded = vod["duration_ms"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (duration - recorded).abs() < 1.0,
+        "the player sees the recording's length: {duration} vs {recorded}"
+    );
+    browser.quit().await;
+    t.shutdown().await;
+}
+
+/// Percent-encodes a URL for a query parameter.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

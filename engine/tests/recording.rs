@@ -11,12 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bus::testing::NatsServer;
-use codec::{VideoCodec, VideoEncoderConfig};
-use common::{TestEngine, read_stream};
-use engine::config::RenditionEntry;
-use load_tests::rtc::{
-    Endpoint, PublishOptions, Publisher, Subscriber, SubscriberStats, delete_session, wait_for,
-};
+use common::read_stream;
+use common::recording::{live_hls, publish, ready_vod, transcoding_engine};
+use load_tests::rtc::{Endpoint, Subscriber, SubscriberStats, delete_session, wait_for};
 use prost::Message as _;
 use protocol::v1::{RecordingFinished, RecordingSegment, RecordingStarted};
 
@@ -54,95 +51,6 @@ fn ffprobe_streams(url: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect();
     lines.into_iter().collect()
-}
-
-/// An engine that transcodes into 360p and 180p in 1 s segments.
-async fn transcoding_engine(adjust: impl FnOnce(&mut engine::Config)) -> TestEngine {
-    TestEngine::start_with(|c| {
-        c.transcode.enabled = true;
-        c.transcode.encoder = "auto".into();
-        c.transcode.segment_seconds = 1;
-        c.transcode.ladder = vec![
-            RenditionEntry {
-                name: "360p".into(),
-                height: 360,
-                bitrate_kbps: 600,
-            },
-            RenditionEntry {
-                name: "180p".into(),
-                height: 180,
-                bitrate_kbps: 200,
-            },
-        ];
-        adjust(c);
-    })
-    .await
-}
-
-/// A connected webrtc-rs publisher of a 640x360 VP8 pattern and Opus.
-async fn publish(t: &TestEngine, path: &str, token: &str) -> Publisher {
-    let whip = Endpoint {
-        http: &t.http,
-        base: &t.base,
-        path,
-        token,
-    };
-    let options = PublishOptions {
-        video: VideoEncoderConfig {
-            codec: VideoCodec::Vp8,
-            width: 640,
-            height: 360,
-            fps: 30,
-            bitrate_bps: 600_000,
-            keyframe_interval: 60,
-        },
-        audio_bitrate_bps: 48_000,
-    };
-    let publisher = Publisher::start(&whip, options).await.unwrap();
-    wait_for(|| publisher.stats().connected(), WAIT)
-        .await
-        .expect("the publisher connects");
-    publisher
-}
-
-/// The signed live HLS URL of `r1/{stream}` once its recording is other
-/// than `not`: waits for a recording to open (or to be replaced).
-async fn live_hls(
-    t: &TestEngine,
-    stream: &str,
-    token: &str,
-    not: Option<&str>,
-) -> serde_json::Value {
-    for _ in 0..150 {
-        let response = t
-            .http
-            .get(format!("{}/v1/rooms/r1/streams/{stream}/hls", t.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 200 {
-            let signed: serde_json::Value = response.json().await.unwrap();
-            if not != signed["recording_id"].as_str() {
-                return signed;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no live HLS for r1/{stream}");
-}
-
-/// The VOD asset of a recording once the VOD role marked it ready.
-async fn ready_vod(t: &TestEngine, id: &str, token: &str) -> serde_json::Value {
-    let mut vod = serde_json::Value::Null;
-    for _ in 0..100 {
-        vod = t.get_json_as(&format!("/v1/vod/{id}"), token).await;
-        if vod["status"] == "ready" {
-            return vod;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the VOD of {id} never became ready: {vod}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

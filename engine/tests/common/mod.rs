@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod recording;
+
 use std::time::Duration;
 
 use async_nats::jetstream;
