@@ -110,6 +110,7 @@ pub(crate) async fn start(
         live: config.live.clone(),
         started: false,
         segment_starts: HashMap::new(),
+        renditions: 0,
     };
     tokio::spawn(recorder.run(transcode.events, supervisor));
     tracing::info!(room = %key.room, stream = %key.stream, recording = %id, "recording");
@@ -126,6 +127,9 @@ struct Recorder {
     started: bool,
     /// Per rendition: where its next segment starts (ms).
     segment_starts: HashMap<String, u64>,
+    /// Renditions of the ladder; the recording is served live once each
+    /// has a segment (a player needs every playlist it is offered).
+    renditions: usize,
 }
 
 impl Recorder {
@@ -182,13 +186,16 @@ impl Recorder {
                     publisher_user_id: self.publisher.clone(),
                 };
                 self.started = true;
-                self.live.set(self.key.clone(), self.id.clone());
+                self.renditions = event.renditions.len();
                 self.append(events::RECORDING_STARTED, &event).await
             }
             TranscodeEvent::Segment { rendition, segment } => {
                 let start = self.segment_starts.entry(rendition.clone()).or_default();
                 let start_ms = *start;
                 *start += segment.duration_ms;
+                if self.segment_starts.len() == self.renditions && self.renditions > 0 {
+                    self.live.set(self.key.clone(), self.id.clone());
+                }
                 let event = RecordingSegment {
                     recording_id: self.id.clone(),
                     room_id: self.key.room.clone(),

@@ -60,6 +60,10 @@ impl HlsWriter {
         let playlist = dir.join(MEDIA_PLAYLIST);
         let mut output = ffmpeg::format::output_as(&playlist, "hls")
             .map_err(CodecError::ffmpeg("opening the HLS muxer"))?;
+        // Opening left an empty file where the playlist goes; the muxer
+        // writes the real one (aside, then renamed) at the first segment.
+        // Until then there must be no playlist, not an empty one.
+        let _ = std::fs::remove_file(&playlist);
         let video_index = add_stream(&mut output, video.parameters(), VIDEO_CLOCK_HZ)?;
         let audio_index = audio
             .map(|aac| add_stream(&mut output, aac.parameters(), AUDIO_CLOCK_HZ))
@@ -218,7 +222,6 @@ pub fn read_segments(playlist: &Path) -> Result<Vec<HlsSegment>, CodecError> {
     let bytes = std::fs::read(playlist).map_err(|error| {
         CodecError::Input(format!("cannot read {}: {error}", playlist.display()))
     })?;
-    // Opening the muxer leaves an empty file until the first segment.
     if bytes.is_empty() {
         return Ok(Vec::new());
     }

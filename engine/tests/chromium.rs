@@ -183,7 +183,7 @@ async fn hls_js() -> impl axum::response::IntoResponse {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hls_js_plays_a_recording_in_chromium() {
+async fn hls_js_plays_a_live_stream_and_its_recording_in_chromium() {
     let t = common::recording::transcoding_engine(|_| {}).await;
     t.create_room("r1").await;
     let publish_token = t.token("streamer", "r1", &["publish"]).await;
@@ -191,7 +191,26 @@ async fn hls_js_plays_a_recording_in_chromium() {
     let publisher = common::recording::publish(&t, "/whip/r1/main", &publish_token).await;
     let live = common::recording::live_hls(&t, "main", &viewer_token, None).await;
     let recording = live["recording_id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let pages = serve_pages().await;
+    let play = |url: &str| {
+        format!(
+            "{pages}/hls.html?src={}",
+            urlencode(&format!("{}{url}", t.base))
+        )
+    };
+
+    // Live: hls.js follows the growing EVENT playlist.
+    let browser = Browser::start().await;
+    browser.open(&play(live["url"].as_str().unwrap())).await;
+    let state = browser
+        .wait_for("hls.js plays the live stream", |s| {
+            s["currentTime"].as_f64().unwrap_or(0.0) >= 1.0
+                && s["videoWidth"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    eprintln!("hls.js live: {state}");
+    assert_eq!(state["errors"], Value::Null, "no error, fatal or not");
+
     let whip = load_tests::rtc::Endpoint {
         http: &t.http,
         base: &t.base,
@@ -201,21 +220,19 @@ async fn hls_js_plays_a_recording_in_chromium() {
     let deleted = load_tests::rtc::delete_session(&whip, publisher.location()).await;
     assert_eq!(deleted.unwrap(), 200);
     publisher.close().await;
-    let vod = common::recording::ready_vod(&t, &recording, &viewer_token).await;
-    let src = format!("{}{}", t.base, vod["playlist_url"].as_str().unwrap());
 
-    let pages = serve_pages().await;
-    let browser = Browser::start().await;
+    // The recording, from the start.
+    let vod = common::recording::ready_vod(&t, &recording, &viewer_token).await;
     browser
-        .open(&format!("{pages}/hls.html?src={}", urlencode(&src)))
+        .open(&play(vod["playlist_url"].as_str().unwrap()))
         .await;
     let state = browser
-        .wait_for("hls.js plays past 2 s", |s| {
+        .wait_for("hls.js plays the recording past 2 s", |s| {
             s["currentTime"].as_f64().unwrap_or(0.0) >= 2.0
                 && s["videoWidth"].as_u64().unwrap_or(0) > 0
         })
         .await;
-    eprintln!("hls.js: {state}");
+    eprintln!("hls.js recording: {state}");
     assert_eq!(state["levels"], json!(["320x180", "640x360"]), "{state}");
     assert_eq!(state["errors"], Value::Null, "no error, fatal or not");
     assert_eq!(
