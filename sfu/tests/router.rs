@@ -668,12 +668,12 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
     let (publisher_peer, answer) = router.publish(stream.clone(), &offer, now).unwrap();
     publisher.accept(&answer);
     let (mut low, offer) = Client::new(1042, Direction::RecvOnly, now);
-    let (_, answer) = router
+    let (low_peer, answer) = router
         .subscribe(stream.clone(), &offer, LayerChoice::Low, now)
         .unwrap();
     low.accept(&answer);
     let (mut high, offer) = Client::new(1043, Direction::RecvOnly, now);
-    let (_, answer) = router
+    let (high_peer, answer) = router
         .subscribe(stream.clone(), &offer, LayerChoice::High, now)
         .unwrap();
     high.accept(&answer);
@@ -685,7 +685,8 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
 
     let mut ingested = Vec::new();
     let mut keyframes_wanted = 0;
-    for tick in 0..2000u64 {
+    let (mut low_switched_at, mut high_switched_at) = (0, 0);
+    for tick in 0..3000u64 {
         now = start + Duration::from_millis(tick);
         if tick % 33 == 0 && tick > 0 {
             let n = tick / 33;
@@ -706,6 +707,13 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
                 bitrate_bps: 150_000,
             };
             router.set_renditions(&stream, vec![rendition], 240);
+        }
+        if tick == 2000 {
+            // The two viewers trade places (the WS `layer` frame).
+            router.set_layer(high_peer, LayerChoice::Low, now).unwrap();
+            router.set_layer(low_peer, LayerChoice::High, now).unwrap();
+            low_switched_at = low.video.len();
+            high_switched_at = high.video.len();
         }
         if tick > 1000 && tick % 33 == 5 {
             // Its frames, 5 ms behind their source, keyframes when asked.
@@ -769,7 +777,7 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
         "it watched the source before the rendition existed"
     );
     assert!(
-        low.video_codecs[first_h264..]
+        low.video_codecs[first_h264..low_switched_at]
             .iter()
             .all(|c| *c == Codec::H264)
     );
@@ -778,13 +786,34 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
         "the switch lands on the rendition's keyframe"
     );
     assert!(
-        low.video.len() - first_h264 > 10,
+        low_switched_at - first_h264 > 10,
         "rendition frames keep coming"
     );
     assert!(
-        high.video_codecs.iter().all(|c| *c == Codec::Vp8),
+        high.video_codecs[..high_switched_at]
+            .iter()
+            .all(|c| *c == Codec::Vp8),
         "high stays on the source"
     );
+    // After trading places: each ends on the other's feed, starting on a
+    // keyframe of it and never going back.
+    let back = &low.video_codecs[low_switched_at..];
+    let first_vp8 = back
+        .iter()
+        .position(|c| *c == Codec::Vp8)
+        .expect("low back on the source");
+    assert!(back[first_vp8..].iter().all(|c| *c == Codec::Vp8));
+    assert_eq!(
+        low.video[low_switched_at + first_vp8][0] & 1,
+        0,
+        "on a VP8 keyframe"
+    );
+    let down = &high.video_codecs[high_switched_at..];
+    let first = down
+        .iter()
+        .position(|c| *c == Codec::H264)
+        .expect("high moved to the rendition");
+    assert!(down[first..].iter().all(|c| *c == Codec::H264));
     assert!(high.video.len() > 50);
 
     // The publisher leaves: the tap and the renditions go with it.
