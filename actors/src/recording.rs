@@ -25,6 +25,9 @@ use crate::events::{self, outbox_event};
 use crate::now_ms;
 use crate::stream::StreamSupervisorMsg;
 
+/// Tries to store one recording event before giving up on it.
+const APPEND_ATTEMPTS: u32 = 5;
+
 /// The recording each live stream of this node is writing now.
 #[derive(Clone, Default)]
 pub struct LiveRecordings(Arc<RwLock<HashMap<StreamKey, String>>>);
@@ -230,13 +233,25 @@ impl Recorder {
         }
     }
 
+    /// Stores one event, retrying a failing store a few times: every
+    /// later event of the recording depends on its `recording.started`.
     async fn append(
         &self,
         kind: &str,
         payload: &impl prost::Message,
     ) -> Result<(), storage::StoreError> {
-        self.store
-            .append_event(outbox_event(kind, &self.key.room, now_ms(), payload))
-            .await
+        let event = outbox_event(kind, &self.key.room, now_ms(), payload);
+        let mut delay = std::time::Duration::from_millis(100);
+        for _ in 1..APPEND_ATTEMPTS {
+            match self.store.append_event(event.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(recording = %self.id, %error, ?delay, "retrying a recording event");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        self.store.append_event(event).await
     }
 }

@@ -40,6 +40,11 @@ pub const CONSUMER: &str = "vod";
 /// Danmaku read from the room per round trip during an import.
 const IMPORT_PAGE: usize = 1000;
 
+/// An event deferred (its recording.started not seen yet) comes back after
+/// this, at most this many times.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+const MAX_DEFERRALS: u64 = 30;
+
 pub fn spawn(
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
@@ -81,6 +86,20 @@ async fn run(store: Arc<dyn Store>, bus: Arc<dyn EventBus>, stop: CancellationTo
                     Ok(Applied::Later) => {
                         metrics::counter!("live_vod_events_total", "outcome" => "deferred")
                             .increment(1);
+                        // Waiting for its recording.started; one that never
+                        // comes must not hold a place in the consumer's
+                        // unacknowledged window forever.
+                        let reply = if delivery.deliveries() >= MAX_DEFERRALS {
+                            tracing::error!(
+                                "the VOD service gave up on a recording event whose recording.started never came"
+                            );
+                            delivery.give_up().await
+                        } else {
+                            delivery.retry_later(RETRY_DELAY).await
+                        };
+                        if let Err(error) = reply {
+                            tracing::debug!(%error, "VOD nak failed; the event comes again");
+                        }
                     }
                     Err(error) => {
                         metrics::counter!("live_vod_events_total", "outcome" => "error")

@@ -41,9 +41,33 @@ pub struct Delivery {
 
 impl Delivery {
     pub async fn ack(self) -> Result<(), BusError> {
+        self.reply(AckKind::Ack).await
+    }
+
+    /// How many times this event has been delivered (1 the first time;
+    /// always 1 in-process).
+    pub fn deliveries(&self) -> u64 {
+        self.ack
+            .as_ref()
+            .and_then(|message| message.info().ok())
+            .map_or(1, |info| info.delivered.max(1) as u64)
+    }
+
+    /// Not now: deliver it again after `delay` (an event that depends on
+    /// one not seen yet). In-process there is no redelivery.
+    pub async fn retry_later(self, delay: Duration) -> Result<(), BusError> {
+        self.reply(AckKind::Nak(Some(delay))).await
+    }
+
+    /// Never: stop delivering it (it cannot be applied; already logged).
+    pub async fn give_up(self) -> Result<(), BusError> {
+        self.reply(AckKind::Term).await
+    }
+
+    async fn reply(self, kind: AckKind) -> Result<(), BusError> {
         match self.ack {
             Some(message) => message
-                .ack_with(AckKind::Ack)
+                .ack_with(kind)
                 .await
                 .map_err(|e| BusError::Unavailable(format!("ack: {e}"))),
             None => Ok(()),

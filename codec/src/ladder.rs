@@ -36,6 +36,10 @@ pub const POSTER: &str = "poster.jpg";
 
 const AUDIO_BITRATE_BPS: u32 = 128_000;
 
+/// A jump of the source's RTP time this large, either way, starts a new
+/// timeline rather than being late or early frames.
+const DISCONTINUITY_TICKS: u64 = 5 * VIDEO_CLOCK_HZ as u64;
+
 /// One step of the ladder as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenditionSpec {
@@ -121,6 +125,8 @@ pub struct TranscodeStats {
     pub audio_errors: u64,
     /// The media time of the last video frame, in milliseconds.
     pub duration_ms: u64,
+    /// Jumps of the source's RTP time bridged (a new timeline).
+    pub discontinuities: u64,
 }
 
 struct Step {
@@ -133,7 +139,9 @@ struct Step {
 /// Where media time 0 is, in arrival time and in each track's RTP clock.
 struct Origin {
     received: Instant,
-    video_time: u64,
+    /// Source RTP time minus media time (90 kHz): moves when the source's
+    /// timeline jumps, so media time goes on where it was.
+    video_offset: i64,
     /// RTP time of audio at media time 0 (set by the first audio packet).
     audio_time: Option<i64>,
 }
@@ -345,7 +353,7 @@ impl Transcoder {
         }
         self.origin = Some(Origin {
             received,
-            video_time: time,
+            video_offset: time as i64,
             audio_time: None,
         });
         out.push(TranscodeOutput::Opened {
@@ -364,16 +372,29 @@ impl Transcoder {
         force_keyframe: bool,
         out: &mut Vec<TranscodeOutput>,
     ) -> Result<(), CodecError> {
-        let Some(origin) = &self.origin else {
+        let fps = i64::from(self.config.fps.max(1));
+        let Some(origin) = self.origin.as_mut() else {
             return Ok(());
         };
-        let Some(pts) = time.checked_sub(origin.video_time).map(|pts| pts as i64) else {
-            // Older than the first keyframe: not on the timeline.
-            return Ok(());
-        };
-        if self.last_pts.is_some_and(|last| pts <= last) {
-            return Ok(());
+        let mut pts = time as i64 - origin.video_offset;
+        match self.last_pts {
+            Some(last) if (pts - last).unsigned_abs() > DISCONTINUITY_TICKS => {
+                // The source started a new timeline (its SSRC changed, a
+                // simulcast layer switched): media time goes on from the
+                // last frame, and audio finds its place again.
+                let next = last + i64::from(VIDEO_CLOCK_HZ) / fps;
+                origin.video_offset = time as i64 - next;
+                origin.audio_time = None;
+                pts = next;
+                self.stats.discontinuities += 1;
+            }
+            // Older than what was encoded (or than the first keyframe):
+            // not on the timeline.
+            Some(last) if pts <= last => return Ok(()),
+            None if pts < 0 => return Ok(()),
+            _ => {}
         }
+        let offset = origin.video_offset;
         self.last_pts = Some(pts);
         self.stats.duration_ms = (pts * 1000 / i64::from(VIDEO_CLOCK_HZ)) as u64;
         let segment = i64::from(self.config.segment_seconds.max(1) * VIDEO_CLOCK_HZ as u32);
@@ -405,7 +426,7 @@ impl Transcoder {
                     rendition: index,
                     data,
                     keyframe,
-                    source_time: origin.video_time + pts as u64,
+                    source_time: (pts + offset) as u64,
                 });
             }
         }

@@ -313,3 +313,47 @@ fn resolution_change_mid_stream_keeps_rendition_sizes() {
     }
     assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![(640, 360)]);
 }
+
+#[test]
+fn a_jump_in_the_sources_time_continues_the_recording_and_keeps_source_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut transcoder = Transcoder::new(config(Some(dir.path()), false));
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let frames = source(VideoCodec::Vp8, 640, 360, 40);
+    for (index, (data, keyframe, time)) in frames.iter().enumerate() {
+        // Halfway the publisher's RTP time restarts 10 s earlier (a new
+        // SSRC after a renegotiation, say).
+        let time = if index < 20 { *time } else { *time - 900_000 };
+        let input = video(VideoCodec::Vp8, data, *keyframe, time, start);
+        transcoder.push_video(input, false, &mut out).unwrap();
+    }
+    let stats = transcoder.finish(&mut out).unwrap();
+    assert_eq!(stats.discontinuities, 1);
+    assert_eq!(stats.frames_encoded, 80, "every frame of both renditions");
+    assert!(
+        (1290..=1340).contains(&stats.duration_ms),
+        "media time went on: {} ms",
+        stats.duration_ms
+    );
+    let times: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            TranscodeOutput::Frame {
+                rendition: 0,
+                source_time,
+                ..
+            } => Some(*source_time),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(times[19], frames[19].2);
+    assert_eq!(
+        times[20],
+        frames[20].2 - 900_000,
+        "stamped with the new timeline"
+    );
+    let segments = read_segments(&dir.path().join("360p/index.m3u8")).unwrap();
+    let total: u64 = segments.iter().map(|s| s.duration_ms).sum();
+    assert!((1200..=1400).contains(&total), "{total} ms in {segments:?}");
+}

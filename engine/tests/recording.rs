@@ -323,6 +323,25 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
             "{text}: replayed at {offset} ms, sent at {expected} ms"
         );
     }
+    // A moderator deletes one afterwards: the replay leaves it out too.
+    let seq = items[1]["seq"].as_u64().unwrap();
+    let deleted = t
+        .delete(&format!("/v1/rooms/r1/danmaku/{seq}"), common::ADMIN_KEY)
+        .await;
+    assert_eq!(deleted, 204);
+    let replay = t
+        .get_json_as(
+            &format!("/v1/vod/{recording_id}/danmaku?segment=0"),
+            &viewer_token,
+        )
+        .await;
+    let texts: Vec<&str> = replay["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, [sent[0].0.as_str(), sent[2].0.as_str()]);
     let beyond = t
         .http
         .get(format!(

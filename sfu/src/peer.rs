@@ -8,7 +8,7 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 
 use crate::layer::{LayerChoice, Layers};
-use crate::rendition::FeedState;
+use crate::rendition::{AutoFeed, FeedState};
 
 /// Identifies a peer for as long as the router lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +52,8 @@ pub(crate) struct Peer {
     /// receives (none until its first keyframe: frames before it cannot be
     /// decoded) and the RTP time of the last video frame it got.
     pub feed: FeedState,
+    /// Subscriber asking for `auto`: the feed its estimate earned.
+    pub auto: AutoFeed,
     /// Subscriber: the payload type its H.264 renditions go out with
     /// (packetization mode 1), when it negotiated H.264.
     pub rendition_pt: Option<Pt>,

@@ -440,6 +440,13 @@ fn feed_tap(taps: &mut HashMap<StreamKey, Tap>, router: &mut Router, frame: Inge
         return;
     };
     let video = frame.kind == str0m::media::MediaKind::Video;
+    if video && !frame.contiguous {
+        // Packets were lost: this frame and those after it may refer to
+        // what is missing. The router already asked for a keyframe.
+        metrics::counter!("live_transcode_frames_total", "stage" => "incomplete").increment(1);
+        tap.resync = true;
+        return;
+    }
     if video && tap.resync {
         if !frame.keyframe {
             metrics::counter!("live_transcode_frames_total", "stage" => "dropped").increment(1);
@@ -563,6 +570,7 @@ mod tests {
             keyframe,
             time: 0,
             received: Instant::now(),
+            contiguous: true,
         }
     }
 
@@ -608,6 +616,17 @@ mod tests {
             "the delta after the loss is skipped; audio and the next keyframe go on"
         );
         assert!(!taps[&stream].resync);
+        // A frame with lost packets: skipped, and so is what follows it
+        // until a keyframe.
+        let incomplete = IngestFrame {
+            contiguous: false,
+            ..video(false)
+        };
+        feed_tap(&mut taps, &mut router, incomplete);
+        feed_tap(&mut taps, &mut router, video(false));
+        assert_eq!(queue.try_iter().count(), 0);
+        feed_tap(&mut taps, &mut router, video(true));
+        assert_eq!(queue.try_iter().count(), 1);
         // The transcoder is gone: the tap goes with it.
         drop(queue);
         feed_tap(&mut taps, &mut router, video(true));

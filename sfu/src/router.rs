@@ -15,7 +15,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::error::SfuError;
 use crate::layer::{LayerChoice, Layers};
 use crate::peer::{Peer, PeerId, Role};
-use crate::rendition::{Feed, FeedState, RenditionLayer, StreamMedia, pick_feed};
+use crate::rendition::{AutoFeed, Feed, FeedState, RenditionLayer, StreamMedia, pick_feed};
 
 /// Where a subscriber's bandwidth estimate starts.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
@@ -108,6 +108,9 @@ pub struct IngestFrame {
     /// RTP time in the codec's clock (90 kHz video, 48 kHz Opus).
     pub time: u64,
     pub received: Instant,
+    /// False when packets of it (or before it) were lost: it may not
+    /// decode cleanly, and what follows may refer to what is missing.
+    pub contiguous: bool,
 }
 
 /// What the router tells its owner (the actors, through the run loop).
@@ -305,6 +308,7 @@ impl Router {
             layer: LayerChoice::default(),
             current_rid: None,
             feed: FeedState::default(),
+            auto: AutoFeed::default(),
             rendition_pt: None,
             estimate_bps: None,
             source_bytes: None,
@@ -584,6 +588,7 @@ impl Router {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.estimate_bps = Some(estimate.as_u64());
                 }
+                self.follow_estimate(id, estimate.as_u64(), now);
             }
             Event::MediaIngressStats(s) => {
                 if let Some(peer) = self.peers.get_mut(&id) {
@@ -603,8 +608,16 @@ impl Router {
                 self.report(id, s.mid, counters);
             }
             Event::KeyframeRequest(request) => {
-                if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
-                    let rid = self.peers.get(&id).and_then(|p| p.current_rid);
+                let Some(peer) = self.peers.get(&id) else {
+                    return;
+                };
+                let stream = peer.stream.clone();
+                if let Some(Feed::Rendition(_)) = peer.feed.current {
+                    // The viewer's picture comes from the transcoder.
+                    self.events
+                        .push_back(SfuEvent::RenditionKeyframeWanted(stream));
+                } else {
+                    let rid = peer.current_rid;
                     self.request_keyframe(&stream, request.kind, rid, now);
                 }
             }
@@ -659,8 +672,7 @@ impl Router {
             }
             _ => (Vec::new(), None),
         };
-        let source_bps = self.peers.get(&publisher).and_then(|p| p.source_bps);
-        self.tap(&stream, kind, &data, ranked.first());
+        self.tap(&stream, kind, &data, ranked.first(), now);
         if !data.contiguous && kind == MediaKind::Video {
             self.request_keyframe(&stream, KeyframeRequestKind::Fir, data.rid, now);
         } else if kind == MediaKind::Video && data.is_keyframe() {
@@ -706,7 +718,7 @@ impl Router {
                 // A joining viewer starts on a keyframe (requested when it
                 // connected); delta frames before it would not decode. A
                 // viewer on a rendition skips the source.
-                let target = feed_target(self.media.get(&stream), peer, source_bps);
+                let target = feed_target(self.media.get(&stream), peer);
                 if !peer
                     .feed
                     .admit(Feed::Source, target, data.is_keyframe(), data.time.numer())
@@ -728,22 +740,41 @@ impl Router {
     }
 
     /// Copies a publisher's frame for the stream's transcoder, if tapped:
-    /// the single layer, or the best simulcast layer.
-    fn tap(&mut self, stream: &StreamKey, kind: MediaKind, data: &MediaData, best: Option<&Rid>) {
-        if !self.media.get(stream).is_some_and(|media| media.tapped) {
+    /// the single layer, or one simulcast layer, which moves to the best
+    /// layer only on a keyframe of it (asked for when the best changes).
+    fn tap(
+        &mut self,
+        stream: &StreamKey,
+        kind: MediaKind,
+        data: &MediaData,
+        best: Option<&Rid>,
+        now: Instant,
+    ) {
+        let Some(media) = self.media.get_mut(stream).filter(|media| media.tapped) else {
             return;
-        }
-        if data.rid.is_some() && data.rid.as_ref() != best {
-            return;
+        };
+        let keyframe = kind == MediaKind::Video && data.is_keyframe();
+        if let Some(rid) = data.rid {
+            let is_best = best == Some(&rid);
+            if media.tapped_rid != Some(rid) {
+                if !(is_best && keyframe) {
+                    if is_best && kind == MediaKind::Video {
+                        self.request_keyframe(stream, KeyframeRequestKind::Pli, Some(rid), now);
+                    }
+                    return;
+                }
+                media.tapped_rid = Some(rid);
+            }
         }
         self.events.push_back(SfuEvent::Ingest(IngestFrame {
             stream: stream.clone(),
             kind,
             codec: data.params.spec().codec,
             data: data.data.clone(),
-            keyframe: kind == MediaKind::Video && data.is_keyframe(),
+            keyframe,
             time: data.time.numer(),
             received: data.network_time,
+            contiguous: data.contiguous,
         }));
     }
 
@@ -764,8 +795,22 @@ impl Router {
         if tapped {
             self.media.entry(stream.clone()).or_default().tapped = true;
             self.request_source_keyframe(stream, now);
-        } else {
-            self.media.remove(stream);
+        } else if self.media.remove(stream).is_some() {
+            // Viewers on a rendition go back to the source, which must
+            // send them a keyframe.
+            let on_rendition = self
+                .subscribers
+                .get(stream)
+                .into_iter()
+                .flatten()
+                .any(|sub| {
+                    self.peers
+                        .get(sub)
+                        .is_some_and(|p| matches!(p.feed.current, Some(Feed::Rendition(_))))
+                });
+            if on_rendition {
+                self.request_source_keyframe(stream, now);
+            }
         }
         Ok(())
     }
@@ -782,8 +827,7 @@ impl Router {
         let Some(media) = self.media.get_mut(stream) else {
             return;
         };
-        media.renditions = renditions;
-        media.source_height = source_height;
+        media.set_renditions(&renditions, source_height);
         let wants_rendition = self
             .subscribers
             .get(stream)
@@ -811,12 +855,11 @@ impl Router {
         let Some(media) = self.media.get(stream) else {
             return;
         };
-        let source_bps = self
-            .publishers
-            .get(stream)
-            .and_then(|id| self.peers.get(id))
-            .and_then(|p| p.source_bps);
         let feed = Feed::Rendition(index);
+        if !media.offers(feed) {
+            return;
+        }
+        let mut too_old = false;
         // One buffer for every subscriber's writer.
         let shared: std::sync::Arc<[u8]> = data.into();
         for sub in self.subscribers.get(stream).into_iter().flatten() {
@@ -830,8 +873,11 @@ impl Router {
             ) else {
                 continue;
             };
-            let target = feed_target(Some(media), peer, source_bps);
+            let target = feed_target(Some(media), peer);
             if !peer.feed.admit(feed, target, keyframe, time) {
+                // A keyframe that came too late for a viewer waiting on
+                // it (the transcoder was behind): ask for another.
+                too_old |= keyframe && target == feed && peer.feed.current != Some(feed);
                 continue;
             }
             let Some(writer) = peer.rtc.writer(mid) else {
@@ -842,7 +888,45 @@ impl Router {
             }
             self.dirty.push(*sub);
         }
+        if too_old {
+            self.events
+                .push_back(SfuEvent::RenditionKeyframeWanted(stream.clone()));
+        }
         self.drive(now);
+    }
+
+    /// A subscriber's bandwidth estimate changed: an `auto` viewer of a
+    /// transcoded single-layer stream may move between source and
+    /// renditions ([`AutoFeed`]); the feed it moves to is asked for a
+    /// keyframe.
+    fn follow_estimate(&mut self, subscriber: PeerId, estimate_bps: u64, now: Instant) {
+        let Some(peer) = self.peers.get(&subscriber) else {
+            return;
+        };
+        if peer.layer != LayerChoice::Auto || peer.rendition_pt.is_none() {
+            return;
+        }
+        let stream = peer.stream.clone();
+        let Some(media) = self.media.get(&stream).filter(|m| m.has_renditions()) else {
+            return;
+        };
+        let source_bps = self
+            .publishers
+            .get(&stream)
+            .and_then(|id| self.peers.get(id))
+            .and_then(|p| p.source_bps);
+        let Some(peer) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        match peer.auto.update(media, estimate_bps, source_bps, now) {
+            Some(Feed::Rendition(_)) => self
+                .events
+                .push_back(SfuEvent::RenditionKeyframeWanted(stream)),
+            Some(Feed::Source) => {
+                self.request_keyframe(&stream, KeyframeRequestKind::Pli, None, now);
+            }
+            None => {}
+        }
     }
 
     /// Asks a stream's publisher for a keyframe (throttled like every
@@ -856,12 +940,7 @@ impl Router {
     /// for unknown peers).
     fn target_feed(&self, subscriber: PeerId) -> Option<Feed> {
         let peer = self.peers.get(&subscriber)?;
-        let source_bps = self
-            .publishers
-            .get(&peer.stream)
-            .and_then(|id| self.peers.get(id))
-            .and_then(|p| p.source_bps);
-        Some(feed_target(self.media.get(&peer.stream), peer, source_bps))
+        Some(feed_target(self.media.get(&peer.stream), peer))
     }
 
     /// Asks the stream's publisher for a keyframe on its video track, at
@@ -968,11 +1047,9 @@ impl Router {
 
 /// The feed a subscriber should get: renditions only for subscribers that
 /// negotiated H.264 and asked for less than the source.
-fn feed_target(media: Option<&StreamMedia>, peer: &Peer, source_bps: Option<u64>) -> Feed {
+fn feed_target(media: Option<&StreamMedia>, peer: &Peer) -> Feed {
     match media {
-        Some(media) if peer.rendition_pt.is_some() => {
-            pick_feed(media, peer.layer, peer.estimate_bps, source_bps)
-        }
+        Some(media) if peer.rendition_pt.is_some() => pick_feed(media, peer.layer, peer.auto.feed),
         _ => Feed::Source,
     }
 }

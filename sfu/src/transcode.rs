@@ -207,7 +207,7 @@ fn pipeline(
 ) -> Result<(), CodecError> {
     let mut transcoder = Transcoder::new(job.ladder.clone());
     let mut out = Vec::new();
-    let mut names: Vec<String> = Vec::new();
+    let mut ladder = Ladder::default();
     let mut last_forced: Option<Instant> = None;
     while let Ok(frame) = frames.recv() {
         if signals.fail.load(Ordering::Relaxed) {
@@ -218,10 +218,6 @@ fn pipeline(
             (MediaKind::Video, Some(codec)) => {
                 let force = signals.keyframe_wanted.load(Ordering::Relaxed)
                     && last_forced.is_none_or(|at| at.elapsed() >= FORCED_KEYFRAME_INTERVAL);
-                if force {
-                    signals.keyframe_wanted.store(false, Ordering::Relaxed);
-                    last_forced = Some(started);
-                }
                 let input = VideoInput {
                     codec,
                     data: &frame.data,
@@ -232,6 +228,16 @@ fn pipeline(
                 transcoder.push_video(input, force, &mut out)?;
                 metrics::histogram!("live_transcode_frame_seconds")
                     .record(started.elapsed().as_secs_f64());
+                // The request is answered only once a keyframe came out (a
+                // frame skipped while waiting for the source's keyframe
+                // answers nothing).
+                let answered = out
+                    .iter()
+                    .any(|o| matches!(o, TranscodeOutput::Frame { keyframe: true, .. }));
+                if force && answered {
+                    signals.keyframe_wanted.store(false, Ordering::Relaxed);
+                    last_forced = Some(started);
+                }
             }
             (MediaKind::Audio, _) if frame.codec == Codec::Opus => {
                 transcoder.push_audio(&frame.data, frame.time, frame.received)?;
@@ -240,24 +246,48 @@ fn pipeline(
         }
         count(stats, transcoder.stats());
         for output in out.drain(..) {
-            dispatch(output, &job.stream, &mut names, back, events);
+            dispatch(
+                output,
+                &job.stream,
+                &mut ladder,
+                back,
+                events,
+                signals.keyframe_wanted,
+            );
         }
     }
     let last = transcoder.stats();
     transcoder.finish(&mut out)?;
     count(stats, last);
     for output in out.drain(..) {
-        dispatch(output, &job.stream, &mut names, back, events);
+        dispatch(
+            output,
+            &job.stream,
+            &mut ladder,
+            back,
+            events,
+            signals.keyframe_wanted,
+        );
     }
     Ok(())
+}
+
+/// The ladder as opened: names for the events, and which renditions go
+/// back to the router (those smaller than the source: one of the
+/// source's own size serves HLS only).
+#[derive(Default)]
+struct Ladder {
+    names: Vec<String>,
+    offered: Vec<bool>,
 }
 
 fn dispatch(
     output: TranscodeOutput,
     stream: &StreamKey,
-    names: &mut Vec<String>,
+    ladder: &mut Ladder,
     back: &mpsc::Sender<FromTranscoder>,
     events: &mpsc::UnboundedSender<TranscodeEvent>,
+    keyframe_wanted: &AtomicBool,
 ) {
     match output {
         TranscodeOutput::Opened {
@@ -266,7 +296,8 @@ fn dispatch(
             input_width,
             input_height,
         } => {
-            *names = renditions.iter().map(|r| r.name.clone()).collect();
+            ladder.names = renditions.iter().map(|r| r.name.clone()).collect();
+            ladder.offered = renditions.iter().map(|r| r.height < input_height).collect();
             let layers = renditions
                 .iter()
                 .map(|r| RenditionLayer {
@@ -276,7 +307,9 @@ fn dispatch(
                     bitrate_bps: r.bitrate_bps,
                 })
                 .collect();
-            let _ = back.try_send(FromTranscoder::Opened {
+            // Once per job, and the renditions are never offered without
+            // it: wait for room rather than drop it.
+            let _ = back.blocking_send(FromTranscoder::Opened {
                 stream: stream.clone(),
                 renditions: layers,
                 source_height: input_height,
@@ -295,6 +328,9 @@ fn dispatch(
             keyframe,
             source_time,
         } => {
+            if !ladder.offered.get(rendition).copied().unwrap_or(false) {
+                return;
+            }
             let sent = back.try_send(FromTranscoder::Frame {
                 stream: stream.clone(),
                 rendition,
@@ -303,13 +339,16 @@ fn dispatch(
                 time: source_time,
             });
             if sent.is_err() {
+                // Viewers of the rendition now miss a reference frame:
+                // a keyframe repairs their picture.
                 metrics::counter!("live_transcode_frames_total", "stage" => "lost_to_media_thread")
                     .increment(1);
+                keyframe_wanted.store(true, Ordering::Relaxed);
             }
         }
         TranscodeOutput::Segment { rendition, segment } => {
             let _ = events.send(TranscodeEvent::Segment {
-                rendition: names.get(rendition).cloned().unwrap_or_default(),
+                rendition: ladder.names.get(rendition).cloned().unwrap_or_default(),
                 segment,
             });
         }

@@ -9,7 +9,8 @@ use sfu::{LayerChoice, RenditionLayer, Role, Router, RouterConfig, SfuError, Sfu
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
-    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
+    SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -686,6 +687,7 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
     let mut ingested = Vec::new();
     let mut keyframes_wanted = 0;
     let (mut low_switched_at, mut high_switched_at) = (0, 0);
+    let (mut wanted_before_pli, mut publisher_requests_before_pli) = (0, 0);
     for tick in 0..3000u64 {
         now = start + Duration::from_millis(tick);
         if tick % 33 == 0 && tick > 0 {
@@ -707,6 +709,29 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
                 bitrate_bps: 150_000,
             };
             router.set_renditions(&stream, vec![rendition], 240);
+        }
+        if tick == 1700 {
+            // The low viewer lost a picture: its PLI goes to the
+            // transcoder, not to the publisher.
+            wanted_before_pli = keyframes_wanted;
+            publisher_requests_before_pli = publisher.keyframe_requests.len();
+            let mid = low.mid(MediaKind::Video);
+            low.rtc
+                .writer(mid)
+                .unwrap()
+                .request_keyframe(None, KeyframeRequestKind::Pli)
+                .unwrap();
+        }
+        if tick == 1800 {
+            assert!(
+                keyframes_wanted > wanted_before_pli,
+                "the PLI reached the transcoder"
+            );
+            assert_eq!(
+                publisher.keyframe_requests.len(),
+                publisher_requests_before_pli,
+                "and not the publisher"
+            );
         }
         if tick == 2000 {
             // The two viewers trade places (the WS `layer` frame).

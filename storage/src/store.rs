@@ -64,6 +64,9 @@ pub trait Store: Send + Sync + 'static {
     /// write submitted before the call, which is what a restarting room actor
     /// needs to resume numbering.
     async fn last_danmaku_seq(&self, room_id: &str) -> Result<u64>;
+    /// The seqs in `first..=last` that were deleted: what a replay of
+    /// copied danmaku (VOD) must leave out after the fact.
+    async fn deleted_danmaku(&self, room_id: &str, first: u64, last: u64) -> Result<Vec<u64>>;
     /// Marks an item deleted (a tombstone: the seq stays taken). `false` (no
     /// event) if missing or already deleted.
     async fn delete_danmaku(&self, room_id: &str, seq: u64, event: OutboxEvent) -> Result<bool>;
@@ -146,7 +149,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- VOD — assets: partition vod_id; replay: (vod_id, segment) by offset ----
 
-    /// Writes a VOD asset whole (the VOD service merges before writing).
+    /// Creates a VOD asset or moves it forward: once `ready` it no longer
+    /// changes, and while `recording` its segments and duration only grow
+    /// (a stale or concurrent write cannot undo a newer one).
     async fn put_vod_asset(&self, asset: VodAsset) -> Result<()>;
     async fn vod_asset(&self, vod_id: &str) -> Result<Option<VodAsset>>;
     /// Newest first, of one room or of all.

@@ -262,6 +262,9 @@ mod suite {
         // The newest row is deleted, yet its seq stays taken.
         assert_eq!(store.last_danmaku_seq("r1").await.unwrap(), 5);
         assert_eq!(outbox_ids(store).await, ["e1", "e2", "e6"]);
+        assert_eq!(store.deleted_danmaku("r1", 1, 5).await.unwrap(), [3, 5]);
+        assert_eq!(store.deleted_danmaku("r1", 4, 4).await.unwrap(), [0u64; 0]);
+        assert_eq!(store.deleted_danmaku("r1", 5, 1).await.unwrap(), [0u64; 0]);
     }
 
     /// Many appends at once land in shared transactions; a bad one fails
@@ -813,7 +816,20 @@ mod suite {
         ready.segments = 31;
         ready.finished_ms = Some(70_000);
         store.put_vod_asset(ready.clone()).await.unwrap();
+        assert_eq!(store.vod_asset("v1").await.unwrap(), Some(ready.clone()));
+        // A stale write after it became ready changes nothing.
+        store.put_vod_asset(vod("v1", "r1", 1_000)).await.unwrap();
         assert_eq!(store.vod_asset("v1").await.unwrap(), Some(ready));
+        // While recording, progress only grows.
+        let progress = |segments, duration_ms| VodAsset {
+            segments,
+            duration_ms,
+            ..vod("v3", "r1", 3_000)
+        };
+        store.put_vod_asset(progress(5, 10_000)).await.unwrap();
+        store.put_vod_asset(progress(3, 6_000)).await.unwrap();
+        let v3 = store.vod_asset("v3").await.unwrap().unwrap();
+        assert_eq!((v3.segments, v3.duration_ms), (5, 10_000));
         assert_eq!(store.vod_asset("nope").await.unwrap(), None);
         let ids = |assets: Vec<VodAsset>| assets.into_iter().map(|a| a.vod_id).collect::<Vec<_>>();
         assert_eq!(

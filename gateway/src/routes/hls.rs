@@ -26,9 +26,23 @@ use crate::state::AppState;
 /// How long a signed playlist URL stays valid.
 pub const SIGNED_URL_TTL_S: u64 = 6 * 3600;
 
-/// The key that signs playlist URLs, derived from the node's secret.
+/// The key that signs playlist URLs, derived from the node's secret (an
+/// HMAC of a label under it), so URL signatures and token signatures never
+/// share a key.
 pub fn url_signing_key(secret: &str) -> ring::hmac::Key {
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes())
+    let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let derived = ring::hmac::sign(&root, b"live-engine/url-signing/v1");
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+}
+
+/// When a signed URL minted for `principal` expires: [`SIGNED_URL_TTL_S`]
+/// from now, but never after the token that asked for it.
+pub(crate) fn url_expiry(principal: &Principal) -> u64 {
+    let ttl = unix_now() + SIGNED_URL_TTL_S;
+    match principal {
+        Principal::User(claims) => ttl.min(claims.exp),
+        Principal::Admin => ttl,
+    }
 }
 
 /// What a signature covers: the kind of resource, its path and expiry.
@@ -54,14 +68,15 @@ pub(crate) fn verify(
             "this signed URL has expired: ask for a new one",
         ));
     }
-    let bytes: Option<Vec<u8>> = (0..signature.len())
-        .step_by(2)
-        .map(|i| {
-            signature
-                .get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+    let hex = signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit());
+    let bytes: Option<Vec<u8>> = hex
+        .then(|| {
+            (0..signature.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&signature[i..i + 2], 16).ok())
+                .collect()
         })
-        .collect();
+        .flatten();
     let valid = bytes.is_some_and(|bytes| {
         ring::hmac::verify(
             &app.url_key,
@@ -101,7 +116,7 @@ pub async fn live_url(
         .recordings
         .get(&room, &stream)
         .ok_or_else(not_recording)?;
-    let expires_at = unix_now() + SIGNED_URL_TTL_S;
+    let expires_at = url_expiry(&principal);
     let signature = sign(&app, &format!("hls/{room}/{stream}"), expires_at);
     Ok(axum::Json(SignedUrl {
         url: format!("/hls/signed/{expires_at}/{signature}/{room}/{stream}/master.m3u8"),

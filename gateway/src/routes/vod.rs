@@ -12,9 +12,9 @@ use protocol::v1::DanmakuItem;
 use serde::{Deserialize, Serialize};
 use storage::{VOD_DANMAKU_SEGMENT_MS, VodAsset, VodStatus};
 
-use crate::auth::{Grant, Principal, unix_now};
+use crate::auth::{Grant, Principal};
 use crate::error::{ApiError, check_room_id};
-use crate::routes::hls::{SIGNED_URL_TTL_S, serve_recording_file, sign, verify};
+use crate::routes::hls::{serve_recording_file, sign, url_expiry, verify};
 use crate::state::AppState;
 
 /// Most assets one listing returns.
@@ -53,8 +53,7 @@ pub struct Vod {
     urls_expire_at: u64,
 }
 
-fn vod_json(app: &AppState, asset: VodAsset) -> Vod {
-    let expires = unix_now() + SIGNED_URL_TTL_S;
+fn vod_json(app: &AppState, asset: VodAsset, expires: u64) -> Vod {
     let signature = sign(app, &format!("vod/{}", asset.vod_id), expires);
     let base = format!("/vod/signed/{expires}/{signature}/{}", asset.vod_id);
     Vod {
@@ -123,7 +122,10 @@ pub async fn list(
     }
     let assets = app.store.vod_assets(query.room.as_deref(), limit).await?;
     Ok(Json(VodList {
-        items: assets.into_iter().map(|a| vod_json(&app, a)).collect(),
+        items: assets
+            .into_iter()
+            .map(|a| vod_json(&app, a, url_expiry(&principal)))
+            .collect(),
     }))
 }
 
@@ -149,7 +151,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Vod>, ApiError> {
     let asset = visible_asset(&app, &principal, &id).await?;
-    Ok(Json(vod_json(&app, asset)))
+    Ok(Json(vod_json(&app, asset, url_expiry(&principal))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,11 +197,21 @@ pub async fn danmaku(
         ))
         .with_field("segments", segments));
     }
-    let items = app
-        .store
-        .vod_danmaku(&id, segment)
-        .await?
+    let placed = app.store.vod_danmaku(&id, segment).await?;
+    // Copied when the recording finished; a moderator may have deleted
+    // some since, and a deletion reaches the replay too.
+    let seqs = placed.iter().map(|p| p.item.seq);
+    let deleted = match (seqs.clone().min(), seqs.max()) {
+        (Some(first), Some(last)) => {
+            app.store
+                .deleted_danmaku(&asset.room_id, first, last)
+                .await?
+        }
+        _ => Vec::new(),
+    };
+    let items = placed
         .into_iter()
+        .filter(|placed| deleted.binary_search(&placed.item.seq).is_err())
         .map(|placed| Replayed {
             offset_ms: placed.offset_ms,
             item: placed.item,

@@ -90,6 +90,34 @@ pub(crate) fn after(
     Ok(out)
 }
 
+/// Seqs in `first..=last` that moderators deleted: the buckets of the
+/// range, one partition at a time.
+pub(crate) fn deleted_between(
+    conn: &Connection,
+    room_id: &str,
+    first: u64,
+    last: u64,
+) -> Result<Vec<u64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq FROM danmaku
+         WHERE room_id = ?1 AND bucket = ?2 AND seq BETWEEN ?3 AND ?4 AND deleted = 1
+         ORDER BY seq",
+    )?;
+    let mut out = Vec::new();
+    if first > last {
+        return Ok(out);
+    }
+    for bucket in danmaku_bucket(first)..=danmaku_bucket(last) {
+        let rows = stmt.query_map(params![room_id, bucket, first, last], |row| {
+            row.get::<_, u64>(0)
+        })?;
+        for seq in rows {
+            out.push(seq?);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn recent(conn: &Connection, room_id: &str, limit: usize) -> Result<Vec<DanmakuItem>> {
     let last = last_seq(conn, room_id)?;
     if limit == 0 {

@@ -196,6 +196,13 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn deleted_danmaku(&self, room_id: &str, first: u64, last: u64) -> Result<Vec<u64>> {
+        let room_id = room_id.to_owned();
+        self.readers
+            .read(move |conn| danmaku::deleted_between(conn, &room_id, first, last))
+            .await
+    }
+
     async fn delete_danmaku(&self, room_id: &str, seq: u64, event: OutboxEvent) -> Result<bool> {
         let room_id = room_id.to_owned();
         self.writer

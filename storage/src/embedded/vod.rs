@@ -32,11 +32,25 @@ fn parse_renditions(text: &str) -> Vec<VodRendition> {
         .collect()
 }
 
+/// An upsert that never goes back: a `ready` asset is not made `recording`
+/// again and its final duration stands, and while recording, segment
+/// counts and durations only grow. Two VOD instances applying events for
+/// one asset at once (or one applying a stale redelivery) cannot undo each
+/// other. Scylla: the same as a conditional update
+/// (`... IF status = 'recording'`).
 pub(crate) fn put_asset(conn: &Connection, asset: &VodAsset) -> Result<Written<()>> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO vod_assets (vod_id, room_id, stream, status, media_origin_ms,
+        "INSERT INTO vod_assets (vod_id, room_id, stream, status, media_origin_ms,
              duration_ms, segments, renditions, danmaku_seq_start, publisher, finished_ms, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (vod_id) DO UPDATE SET
+             status = excluded.status,
+             duration_ms = CASE WHEN excluded.status = 'ready' THEN excluded.duration_ms
+                                ELSE max(duration_ms, excluded.duration_ms) END,
+             segments = max(segments, excluded.segments),
+             finished_ms = excluded.finished_ms,
+             error = excluded.error
+         WHERE vod_assets.status = 'recording'",
     )?
     .execute(params![
         asset.vod_id,
