@@ -22,6 +22,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// The embedded store and the generated admin key live here.
     pub data_dir: PathBuf,
+    /// The built web app served at `/`; empty: none.
+    pub web_dir: PathBuf,
     /// Signs access tokens and authorizes admin calls. Generated (and kept
     /// in `<data_dir>/admin.key`) when absent.
     pub admin_key: Option<String>,
@@ -159,6 +161,7 @@ impl Default for Config {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
+            web_dir: PathBuf::from("web/dist"),
             admin_key: None,
             nats_url: None,
             media_udp_addr: SocketAddr::from(([127, 0, 0, 1], 7882)),
@@ -299,6 +302,7 @@ impl Default for StoreSection {
 const ENV_KEYS: &[&str] = &[
     "http_addr",
     "data_dir",
+    "web_dir",
     "admin_key",
     "nats_url",
     "media_udp_addr",
@@ -595,7 +599,24 @@ impl Config {
             history_limit: self.danmaku.history_limit,
             recovery_limit: self.danmaku.recovery_limit,
             session_queue: self.ws.session_queue,
+            web_dir: self.web_dir(),
         }
+    }
+
+    /// The web app's directory, if it was built; the engine serves the API
+    /// alone (and says so) otherwise.
+    fn web_dir(&self) -> Option<PathBuf> {
+        if self.web_dir.as_os_str().is_empty() {
+            return None;
+        }
+        if self.web_dir.join("index.html").is_file() {
+            return Some(self.web_dir.clone());
+        }
+        tracing::warn!(
+            web_dir = %self.web_dir.display(),
+            "the web app is not built there (npm ci && npm run build in web/; scripts/run does it): serving the API only"
+        );
+        None
     }
 }
 

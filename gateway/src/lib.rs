@@ -29,7 +29,7 @@ pub use error::ApiError;
 pub use routes::hls::url_signing_key;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, tokens, vod};
+use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, tokens, vod, web};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
@@ -102,7 +102,7 @@ pub fn router(app: AppState) -> Router {
             "/whep/{room}/{stream}/{session}",
             delete(media::whep_delete).patch(media::patch),
         )
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(web::page)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,

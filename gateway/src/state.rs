@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub recovery_limit: usize,
     /// Direct frames (errors, acks) queued per session.
     pub session_queue: usize,
+    /// The built web app served at `/` (none: the API alone).
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -38,6 +40,7 @@ impl Default for GatewayConfig {
             history_limit: 1000,
             recovery_limit: 1000,
             session_queue: 256,
+            web_dir: None,
         }
     }
 }

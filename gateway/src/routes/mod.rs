@@ -10,6 +10,7 @@ pub mod ops;
 pub mod rooms;
 pub mod tokens;
 pub mod vod;
+pub mod web;
 
 use axum::extract::FromRequest;
 

@@ -1,0 +1,259 @@
+//! Headless Chromium driven through chromedriver's W3C HTTP API: pages,
+//! scripts, elements, and a screenshot when a wait fails.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// One Chromium, driven by its own chromedriver.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed (apt-get install chromium-driver; scripts/test does it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            // Without it Chromium gathers no candidate when only loopback exists.
+            "--allow-loopback-in-peer-connection",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_owned();
+        Self {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
+    }
+
+    pub async fn open(&self, url: &str) {
+        let response = self
+            .http
+            .post(format!("{}/session/{}/url", self.base, self.session))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "navigate: {}",
+            response.text().await.unwrap()
+        );
+    }
+
+    /// `window.state` of the page.
+    pub async fn state(&self) -> Value {
+        let body = json!({ "script": "return window.state || null;", "args": [] });
+        let reply: Value = self
+            .http
+            .post(format!(
+                "{}/session/{}/execute/sync",
+                self.base, self.session
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["value"].clone()
+    }
+
+    pub async fn wait_for(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let state = self.state().await;
+            if ready(&state) {
+                return state;
+            }
+            assert!(
+                !matches!(state["phase"].as_str(), Some("failed" | "refused")),
+                "{what}: {state}"
+            );
+            assert!(Instant::now() < deadline, "{what}: timed out at {state}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    /// Runs `script` (a function body; `arguments` are `args`) in the page.
+    pub async fn eval(&self, script: &str, args: Value) -> Value {
+        let body = json!({ "script": script, "args": args });
+        let reply: Value = self
+            .http
+            .post(format!(
+                "{}/session/{}/execute/sync",
+                self.base, self.session
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["value"].clone()
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let reply: Value = self
+            .http
+            .post(format!("{}/session/{}/element", self.base, self.session))
+            .json(&json!({ "using": "css selector", "value": css }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["value"]
+            .as_object()
+            .and_then(|found| found.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {reply}"))
+            .to_owned()
+    }
+
+    /// Types into the element `css` (after clearing it).
+    pub async fn fill(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        let url = format!("{}/session/{}/element/{id}", self.base, self.session);
+        self.http
+            .post(format!("{url}/clear"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        self.http
+            .post(format!("{url}/value"))
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.http
+            .post(format!(
+                "{}/session/{}/element/{id}/click",
+                self.base, self.session
+            ))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `script` (a function body returning a value) returns
+    /// something `ready` accepts; on timeout saves a screenshot as
+    /// `target/screenshots/<name>.png` and fails with the last value.
+    pub async fn wait_until(
+        &self,
+        name: &str,
+        what: &str,
+        script: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let value = self.eval(script, json!([])).await;
+            if ready(&value) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let path = self.screenshot(name).await;
+                panic!("{what}: timed out at {value} (screenshot: {path})");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Saves the page as a PNG under target/screenshots; returns the path.
+    pub async fn screenshot(&self, name: &str) -> String {
+        let reply: Value = self
+            .http
+            .get(format!("{}/session/{}/screenshot", self.base, self.session))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots");
+        let path = format!("{dir}/{name}.png");
+        let bytes = reply["value"]
+            .as_str()
+            .and_then(|png| base64::engine::general_purpose::STANDARD.decode(png).ok())
+            .unwrap_or_default();
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(&path, bytes);
+        path
+    }
+}

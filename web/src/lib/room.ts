@@ -1,0 +1,122 @@
+// The room WebSocket (docs/protocol.md, "The room WebSocket"): JSON frames,
+// the token in Sec-WebSocket-Protocol, reconnect with backoff, and on
+// reconnect `after_seq` so nothing is missed or repeated.
+
+export interface Danmaku {
+  type: "danmaku";
+  seq: number;
+  user_id: string;
+  name: string;
+  text: string;
+  mode?: "scroll" | "top" | "bottom";
+  color?: number;
+  ts_ms?: number;
+  client_msg_id?: string;
+  count?: number;
+}
+
+export interface Gift {
+  type: "gift";
+  id: string;
+  user_id: string;
+  name: string;
+  to: string;
+  gift_id: string;
+  gift_name: string;
+  tier: number;
+  count: number;
+  coins: number;
+  combo_id: string;
+  combo_count: number;
+}
+
+export type Frame =
+  | { type: "welcome"; user_id: string; last_seq: number }
+  | Danmaku
+  | { type: "danmaku_deleted"; seq: number }
+  | { type: "presence"; viewers: number }
+  | { type: "ack"; client_msg_id: string; seq: number }
+  | {
+      type: "error";
+      code: string;
+      message: string;
+      client_msg_id?: string;
+      retry_after_ms?: number;
+      idempotency_key?: string;
+    }
+  | { type: "room_closed"; reason: string }
+  | { type: "stream_started"; stream: string; tracks: string[] }
+  | { type: "stream_ended"; stream: string; reason: string }
+  | Gift
+  | { type: "gift_receipt"; idempotency_key: string; id: string; balance: number; replayed?: boolean }
+  | { type: "leaderboard"; entries: { user_id: string; coins: number }[] }
+  | { type: "gift_goal"; target: number; coins: number; reached?: boolean }
+  | { type: "pong"; nonce?: string };
+
+export type Connection = "connecting" | "open" | "reconnecting" | "closed";
+
+export interface RoomEvents {
+  frame(frame: Frame): void;
+  connection(state: Connection, detail?: string): void;
+}
+
+const MAX_BACKOFF_MS = 8000;
+
+export class RoomSocket {
+  private socket: WebSocket | null = null;
+  private lastSeq: number | null = null;
+  private backoff = 500;
+  private stopped = false;
+
+  constructor(
+    private readonly room: string,
+    private readonly token: string,
+    private readonly events: RoomEvents,
+  ) {}
+
+  connect(): void {
+    this.stopped = false;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const after = this.lastSeq === null ? "" : `?after_seq=${this.lastSeq}`;
+    const url = `${scheme}://${location.host}/v1/rooms/${encodeURIComponent(this.room)}/ws${after}`;
+    this.events.connection(this.lastSeq === null ? "connecting" : "reconnecting");
+    const socket = new WebSocket(url, ["live.v1.json", `access_token.${this.token}`]);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.backoff = 500;
+      this.events.connection("open");
+    };
+    socket.onmessage = (message) => {
+      if (typeof message.data !== "string") return;
+      const frame = JSON.parse(message.data) as Frame | { type: "batch"; items: Frame[] };
+      for (const each of frame.type === "batch" ? frame.items : [frame]) {
+        if (each.type === "danmaku") this.lastSeq = Math.max(this.lastSeq ?? 0, each.seq);
+        if (each.type === "welcome" && this.lastSeq === null) this.lastSeq = each.last_seq;
+        this.events.frame(each);
+      }
+    };
+    socket.onclose = (event) => {
+      this.socket = null;
+      if (this.stopped || event.code === 1000) {
+        this.events.connection("closed", event.reason || "closed");
+        return;
+      }
+      // Dropped (network, engine restart, slow consumer): come back after
+      // a pause that grows, and catch up from the last seq seen.
+      this.events.connection("reconnecting", `connection lost (${event.code})`);
+      setTimeout(() => this.stopped || this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    };
+  }
+
+  send(frame: Record<string, unknown>): boolean {
+    if (this.socket?.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  close(): void {
+    this.stopped = true;
+    this.socket?.close(1000);
+  }
+}

@@ -1,0 +1,32 @@
+// Small DOM helpers shared by the pages.
+
+export function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const element = document.getElementById(id);
+  if (!element) throw new Error(`page is missing #${id}`);
+  return element as T;
+}
+
+/** Says something in the page's status line (an aria-live region). */
+export function say(message: string, kind: "info" | "error" = "info"): void {
+  const status = $("status");
+  status.textContent = message;
+  status.className = `status ${kind}`;
+}
+
+export function param(name: string): string | null {
+  return new URLSearchParams(location.search).get(name);
+}
+
+/** Adds a line to a bounded feed (newest last), returning it. */
+export function feedLine(feed: HTMLElement, text: string, max = 200): HTMLLIElement {
+  const line = document.createElement("li");
+  line.textContent = text;
+  feed.append(line);
+  while (feed.children.length > max) feed.firstElementChild?.remove();
+  feed.scrollTop = feed.scrollHeight;
+  return line;
+}
+
+export function randomKey(): string {
+  return crypto.randomUUID();
+}

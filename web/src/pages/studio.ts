@@ -1,0 +1,174 @@
+// The streamer's page: camera and microphone with device choice, Go Live
+// over WHIP (simulcast), stop, live stats, and the room's danmaku (with
+// delete, mute and blocked words) and gifts.
+
+import { api, explain } from "../lib/api";
+import { RoomSocket, type Frame } from "../lib/room";
+import { SIGNIN_HTML, signedIn } from "../lib/signin";
+import { $, feedLine, param, say } from "../lib/ui";
+import { publish, watchStats, type MediaSession } from "../lib/webrtc";
+
+$("signin").innerHTML = SIGNIN_HTML;
+const session = await signedIn(["publish", "subscribe", "chat", "moderate"], param("room") ?? "demo");
+const room = param("room") ?? session.claims.room;
+$("app").classList.remove("hidden");
+document.title = `${room} · Studio`;
+
+const preview = $<HTMLVideoElement>("preview");
+const chat = $("chat");
+let camera: MediaStream | null = null;
+let live: MediaSession | null = null;
+let stopStats: (() => void) | null = null;
+
+const socket = new RoomSocket(room, session.token, {
+  frame: onFrame,
+  connection(state, detail) {
+    if (state === "reconnecting") say(`Reconnecting to the room… ${detail ?? ""}`);
+  },
+});
+socket.connect();
+await openCamera();
+await listDevices();
+updateWatchLink();
+
+async function openCamera(): Promise<void> {
+  camera?.getTracks().forEach((t) => t.stop());
+  const cameraId = $<HTMLSelectElement>("camera").value;
+  const micId = $<HTMLSelectElement>("microphone").value;
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({
+      video: cameraId ? { deviceId: { exact: cameraId }, width: 1280, height: 720 } : { width: 1280, height: 720 },
+      audio: micId ? { deviceId: { exact: micId } } : true,
+    });
+    preview.srcObject = camera;
+  } catch (error) {
+    say(`No camera or microphone: ${explain(error)}`, "error");
+  }
+}
+
+async function listDevices(): Promise<void> {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [id, kind] of [["camera", "videoinput"], ["microphone", "audioinput"]] as const) {
+    const select = $<HTMLSelectElement>(id);
+    const current = select.value;
+    select.replaceChildren(
+      ...devices
+        .filter((d) => d.kind === kind)
+        .map((d, i) => new Option(d.label || `${id} ${i + 1}`, d.deviceId)),
+    );
+    if (current) select.value = current;
+  }
+}
+
+$("camera").onchange = () => void openCamera();
+$("microphone").onchange = () => void openCamera();
+$("stream").oninput = updateWatchLink;
+
+function updateWatchLink(): void {
+  const link = $<HTMLAnchorElement>("watch-link");
+  link.href = `/watch.html?room=${encodeURIComponent(room)}&stream=${encodeURIComponent(streamName())}&to=${encodeURIComponent(session.claims.user_id)}`;
+  link.textContent = link.href;
+}
+
+function streamName(): string {
+  return $<HTMLInputElement>("stream").value.trim() || "main";
+}
+
+$("go-live").onclick = async () => {
+  if (!camera) return say("Allow the camera first.", "error");
+  $<HTMLButtonElement>("go-live").disabled = true;
+  $("state").textContent = "connecting";
+  try {
+    live = await publish(room, streamName(), session.token, camera, $<HTMLInputElement>("simulcast").checked);
+  } catch (error) {
+    $<HTMLButtonElement>("go-live").disabled = false;
+    $("state").textContent = "offline";
+    return say(`Could not go live: ${explain(error)}`, "error");
+  }
+  $<HTMLButtonElement>("stop").disabled = false;
+  const sending = live;
+  sending.pc.onconnectionstatechange = () => {
+    $("state").textContent = sending.pc.connectionState === "connected" ? "live" : sending.pc.connectionState;
+    if (sending.pc.connectionState === "connected") say("You are live.");
+  };
+  stopStats = watchStats(sending.pc, "outbound", (s) => {
+    $("sending").textContent = `${s.codec} ${s.width}×${s.height} ${Math.round(s.fps)} fps ${s.kbps} kbit/s`;
+  });
+};
+
+$("stop").onclick = async () => {
+  stopStats?.();
+  await live?.stop();
+  live = null;
+  $<HTMLButtonElement>("stop").disabled = true;
+  $<HTMLButtonElement>("go-live").disabled = false;
+  $("state").textContent = "offline";
+  say("Stream stopped.");
+};
+
+function onFrame(frame: Frame): void {
+  switch (frame.type) {
+    case "danmaku": {
+      const line = feedLine(chat, `${frame.name}: ${frame.text}`);
+      line.dataset.seq = String(frame.seq);
+      line.dataset.user = frame.user_id;
+      line.append(moderation("Delete", () => remove(frame.seq)), moderation("Mute", () => mute(frame.user_id)));
+      break;
+    }
+    case "danmaku_deleted":
+      chat.querySelector(`[data-seq="${frame.seq}"]`)?.remove();
+      break;
+    case "presence":
+      $("viewers").textContent = String(frame.viewers);
+      break;
+    case "gift":
+      feedLine($("gift-feed"), `${frame.name}: ${frame.gift_name} ×${frame.count} (${frame.coins} coins)` +
+        (frame.combo_count > 1 ? ` combo ×${frame.combo_count}` : ""));
+      break;
+    case "leaderboard":
+      $("leaderboard").replaceChildren(
+        ...frame.entries.map((e) => Object.assign(document.createElement("li"), { textContent: `${e.user_id} · ${e.coins}` })),
+      );
+      break;
+    case "error":
+      say(frame.message, "error");
+      break;
+    default:
+      break;
+  }
+}
+
+function moderation(label: string, action: () => Promise<void>): HTMLButtonElement {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = label;
+  button.onclick = () => void action().catch((error) => say(explain(error), "error"));
+  return button;
+}
+
+async function remove(seq: number): Promise<void> {
+  await api(`/v1/rooms/${encodeURIComponent(room)}/danmaku/${seq}`, { method: "DELETE", token: session.token });
+}
+
+async function mute(user: string): Promise<void> {
+  await api(`/v1/rooms/${encodeURIComponent(room)}/mutes/${encodeURIComponent(user)}`, {
+    method: "PUT",
+    token: session.token,
+    body: { duration_s: 600 },
+  });
+  say(`${user} is muted for 10 minutes.`);
+}
+
+$("term-form").onsubmit = async (event) => {
+  event.preventDefault();
+  const input = $<HTMLInputElement>("term");
+  const term = input.value.trim();
+  if (!term) return;
+  try {
+    await api(`/v1/rooms/${encodeURIComponent(room)}/blocked_terms`, { method: "POST", token: session.token, body: { term } });
+    input.value = "";
+    say(`“${term}” is blocked in this room.`);
+  } catch (error) {
+    say(explain(error), "error");
+  }
+};

@@ -1,0 +1,139 @@
+// Recordings: the room's VOD list, playback with hls.js, and danmaku
+// replayed in sync with the playhead (seek included): each comment shows
+// when the playhead passes its `offset_ms`.
+
+import Hls from "hls.js";
+
+import { api, explain } from "../lib/api";
+import { Overlay } from "../lib/overlay";
+import type { Danmaku } from "../lib/room";
+import { SIGNIN_HTML, signedIn } from "../lib/signin";
+import { $, param, say } from "../lib/ui";
+
+interface Vod {
+  id: string;
+  status: string;
+  started_at_ms: number;
+  duration_ms: number;
+  playlist_url: string;
+  danmaku_segments: number;
+}
+
+type Replayed = Danmaku & { offset_ms: number };
+
+$("signin").innerHTML = SIGNIN_HTML;
+const session = await signedIn(["subscribe"], param("room") ?? "demo");
+const room = param("room") ?? session.claims.room;
+$("app").classList.remove("hidden");
+$("room").textContent = room;
+
+const video = $<HTMLVideoElement>("video");
+const overlay = new Overlay($("overlay"));
+let hls: Hls | null = null;
+let current: Vod | null = null;
+/** Danmaku of the recording by 6-minute segment, fetched as needed. */
+const segments = new Map<number, Promise<Replayed[]>>();
+/** The playhead (ms) up to which danmaku were shown. */
+let shownUntil = 0;
+
+try {
+  const { items } = await api<{ items: Vod[] }>(`/v1/vod?room=${encodeURIComponent(room)}`, { token: session.token });
+  if (items.length === 0) say("No recordings in this room yet.");
+  $("list").replaceChildren(...items.map(row));
+  const wanted = param("vod");
+  const first = items.find((v) => v.id === wanted) ?? (wanted ? undefined : items[0]);
+  if (first) open(first);
+} catch (error) {
+  say(explain(error), "error");
+}
+
+function row(vod: Vod): HTMLTableRowElement {
+  const tr = document.createElement("tr");
+  const play = document.createElement("button");
+  play.type = "button";
+  play.textContent = vod.status === "ready" ? "Play" : "Play (live)";
+  play.onclick = () => open(vod);
+  const action = document.createElement("td");
+  action.append(play);
+  tr.append(cell(new Date(vod.started_at_ms).toLocaleString()), cell(`${Math.round(vod.duration_ms / 1000)} s`), action);
+  return tr;
+}
+
+function cell(text: string): HTMLTableCellElement {
+  return Object.assign(document.createElement("td"), { textContent: text });
+}
+
+function open(vod: Vod): void {
+  current = vod;
+  segments.clear();
+  overlay.clear();
+  shownUntil = 0;
+  hls?.destroy();
+  $("now-playing").textContent = `Playing ${new Date(vod.started_at_ms).toLocaleString()}`;
+  if (Hls.isSupported()) {
+    hls = new Hls();
+    hls.loadSource(vod.playlist_url);
+    hls.attachMedia(video);
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      if (data.fatal) say(`Cannot play this recording (${data.details}).`, "error");
+    });
+  } else {
+    video.src = vod.playlist_url;
+  }
+  void video.play().catch(() => {});
+}
+
+function danmakuOf(segment: number): Promise<Replayed[]> {
+  if (!current) return Promise.resolve([]);
+  let fetched = segments.get(segment);
+  if (!fetched) {
+    fetched = api<{ items: Replayed[] }>(`/v1/vod/${current.id}/danmaku?segment=${segment}`, { token: session.token })
+      .then((page) => page.items)
+      .catch(() => []);
+    segments.set(segment, fetched);
+  }
+  return fetched;
+}
+
+const SEGMENT_MS = 360_000;
+
+/** Shows what the playhead passed since the last call. */
+async function replay(): Promise<void> {
+  if (!current) return;
+  const now = video.currentTime * 1000;
+  const from = shownUntil;
+  shownUntil = now;
+  if (now <= from) return;
+  for (let segment = Math.floor(from / SEGMENT_MS); segment <= Math.floor(now / SEGMENT_MS); segment++) {
+    for (const item of await danmakuOf(segment)) {
+      if (item.offset_ms > from && item.offset_ms <= now) {
+        overlay.show({ text: item.text, mode: item.mode, color: item.color });
+        $("overlay").dataset.shown = String(Number($("overlay").dataset.shown ?? 0) + 1);
+        $("overlay").dataset.last = `${item.text}@${item.offset_ms}@${Math.round(now)}`;
+      }
+    }
+  }
+}
+
+// Checked every animation frame, not on `timeupdate` (4 times a second):
+// a comment appears within a frame of its moment.
+let replaying = false;
+function tick(): void {
+  if (!replaying && !video.paused) {
+    replaying = true;
+    void replay().finally(() => (replaying = false));
+  }
+  requestAnimationFrame(tick);
+}
+requestAnimationFrame(tick);
+video.addEventListener("seeking", () => {
+  // A jump: what lies between is not replayed, what comes next is.
+  overlay.clear();
+  shownUntil = video.currentTime * 1000;
+});
+$<HTMLInputElement>("danmaku-on").onchange = (event) => {
+  overlay.enabled = (event.target as HTMLInputElement).checked;
+  if (!overlay.enabled) overlay.clear();
+};
+// Prefetch the first segment's danmaku as soon as a recording opens.
+video.addEventListener("loadedmetadata", () => void danmakuOf(0));

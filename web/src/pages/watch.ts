@@ -1,0 +1,234 @@
+// The viewer: WHEP playback (quality by the room socket's `layer` frame),
+// the danmaku overlay and input, gifts with the wallet balance, the viewer
+// count; reconnects after a drop and falls back to HLS when WebRTC fails.
+
+import Hls from "hls.js";
+
+import { api, ApiError, explain } from "../lib/api";
+import { Overlay, type Mode } from "../lib/overlay";
+import { RoomSocket, type Frame } from "../lib/room";
+import type { Session } from "../lib/session";
+import { SIGNIN_HTML, signedIn } from "../lib/signin";
+import { $, feedLine, param, randomKey, say } from "../lib/ui";
+import { play, watchStats, type Layer, type MediaSession } from "../lib/webrtc";
+
+interface GiftInfo {
+  id: string;
+  name: string;
+  price: number;
+}
+
+/** WebRTC that has not shown a frame by then falls back to HLS. */
+const WEBRTC_PATIENCE_MS = 10_000;
+
+$("signin").innerHTML = SIGNIN_HTML;
+const session = await signedIn(["subscribe", "chat", "gift"], param("room") ?? "demo");
+const room = param("room") ?? session.claims.room;
+const stream = param("stream") ?? "main";
+$("app").classList.remove("hidden");
+document.title = `${room} · Watch`;
+
+const video = $<HTMLVideoElement>("video");
+const overlay = new Overlay($("overlay"));
+const chat = $("chat");
+let media: MediaSession | null = null;
+let stopStats: (() => void) | null = null;
+let hls: Hls | null = null;
+let retry = 1000;
+let reconnecting = false;
+
+const socket = new RoomSocket(room, session.token, {
+  frame: onFrame,
+  connection(state, detail) {
+    if (state === "reconnecting") {
+      reconnecting = true;
+      say(`Reconnecting to the room… ${detail ?? ""}`);
+    }
+    if (state === "open" && reconnecting) {
+      reconnecting = false;
+      say(`Back in room ${room}.`);
+    }
+    if (state === "closed") say(`Left the room: ${detail ?? ""}`);
+  },
+});
+socket.connect();
+void watch();
+void loadGifts(session);
+
+/** Plays the stream over WHEP; on failure, tries again or falls back. */
+async function watch(): Promise<void> {
+  stopPlayback();
+  const layer = $<HTMLSelectElement>("quality").value as Layer;
+  try {
+    media = await play(room, stream, session.token, layer, video);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      $("playback").textContent = "not live";
+      say("The stream is not live right now: it starts here when it does.");
+      return;
+    }
+    say(`WebRTC failed (${explain(error)}): trying HLS.`, "error");
+    void fallBackToHls();
+    return;
+  }
+  retry = 1000;
+  const playing = media;
+  stopStats = watchStats(playing.pc, "inbound", (s) => {
+    $("playback").textContent = s.width
+      ? `WebRTC ${s.codec} ${s.width}×${s.height} ${Math.round(s.fps)} fps ${s.kbps} kbit/s`
+      : "connecting…";
+    video.dataset.framesDecoded = String(s.framesDecoded);
+  });
+  playing.pc.onconnectionstatechange = () => {
+    if (media !== playing) return;
+    if (playing.pc.connectionState === "failed" || playing.pc.connectionState === "disconnected") {
+      // A network drop: play again (after a pause that grows).
+      say("Connection to the stream lost: reconnecting…");
+      stopPlayback();
+      setTimeout(() => void watch(), retry);
+      retry = Math.min(retry * 2, 8000);
+    }
+  };
+  setTimeout(() => {
+    if (media === playing && (Number(video.dataset.framesDecoded) || 0) === 0) {
+      say("No picture over WebRTC: trying HLS.", "error");
+      void fallBackToHls();
+    }
+  }, WEBRTC_PATIENCE_MS);
+}
+
+async function fallBackToHls(): Promise<void> {
+  stopPlayback();
+  try {
+    const live = await api<{ url: string }>(
+      `/v1/rooms/${encodeURIComponent(room)}/streams/${encodeURIComponent(stream)}/hls`,
+      { token: session.token },
+    );
+    if (!Hls.isSupported()) throw new Error("this browser plays neither WebRTC nor HLS here");
+    hls = new Hls();
+    hls.loadSource(live.url);
+    hls.attachMedia(video);
+    video.dataset.transport = "hls";
+    $("playback").textContent = "HLS";
+  } catch (error) {
+    say(`Cannot play: ${explain(error)}`, "error");
+  }
+}
+
+function stopPlayback(): void {
+  stopStats?.();
+  stopStats = null;
+  const old = media;
+  media = null;
+  void old?.stop();
+  hls?.destroy();
+  hls = null;
+  video.dataset.transport = "webrtc";
+}
+
+function onFrame(frame: Frame): void {
+  switch (frame.type) {
+    case "danmaku": {
+      const mine = frame.user_id === session.claims.user_id;
+      overlay.show({ text: frame.text, mode: frame.mode, color: frame.color, mine });
+      const line = feedLine(chat, `${frame.name}: ${frame.text}${frame.count && frame.count > 1 ? ` ×${frame.count}` : ""}`);
+      line.dataset.seq = String(frame.seq);
+      break;
+    }
+    case "danmaku_deleted":
+      chat.querySelector(`[data-seq="${frame.seq}"]`)?.remove();
+      break;
+    case "presence":
+      $("viewers").textContent = String(frame.viewers);
+      break;
+    case "error":
+      say(explain(new ApiError(400, frame.code, frame.message, frame)), "error");
+      break;
+    case "stream_started":
+      if (frame.stream === stream) {
+        say("The stream is live.");
+        void watch();
+      }
+      break;
+    case "stream_ended":
+      if (frame.stream === stream) {
+        stopPlayback();
+        $("playback").textContent = "ended";
+        say("The stream ended.");
+      }
+      break;
+    case "gift":
+      feedLine(chat, `${frame.name} sent ${frame.gift_name} ×${frame.count}`);
+      if (frame.combo_count > 1) $("combo").textContent = `${frame.name}: ${frame.gift_name} combo ×${frame.combo_count}!`;
+      break;
+    case "gift_receipt":
+      $("balance").textContent = String(frame.balance);
+      break;
+    case "leaderboard":
+      $("leaderboard").replaceChildren(
+        ...frame.entries.map((e) => Object.assign(document.createElement("li"), { textContent: `${e.user_id} · ${e.coins}` })),
+      );
+      break;
+    case "room_closed":
+      stopPlayback();
+      say(`The room closed: ${frame.reason}`);
+      break;
+    default:
+      break;
+  }
+}
+
+$("send-form").onsubmit = (event) => {
+  event.preventDefault();
+  const input = $<HTMLInputElement>("text");
+  const text = input.value.trim();
+  if (!text) return;
+  const color = parseInt($<HTMLInputElement>("color").value.slice(1), 16);
+  const mode = $<HTMLSelectElement>("mode").value as Mode;
+  if (!socket.send({ type: "danmaku", text, mode, color, client_msg_id: randomKey() })) {
+    say("Not connected to the room yet: try again in a moment.", "error");
+    return;
+  }
+  input.value = "";
+};
+
+$("quality").onchange = () => {
+  const layer = $<HTMLSelectElement>("quality").value;
+  if (!socket.send({ type: "layer", layer })) void watch();
+};
+$("density").onchange = () => overlay.setDensity(Number($<HTMLSelectElement>("density").value));
+$<HTMLInputElement>("danmaku-on").onchange = (event) => {
+  overlay.enabled = (event.target as HTMLInputElement).checked;
+  if (!overlay.enabled) overlay.clear();
+};
+$("unmute").onclick = () => {
+  video.muted = !video.muted;
+  $("unmute").textContent = video.muted ? "Unmute" : "Mute";
+};
+
+async function loadGifts(session: Session): Promise<void> {
+  try {
+    const [{ gifts }, wallet] = await Promise.all([
+      api<{ gifts: GiftInfo[] }>("/v1/gifts"),
+      api<{ balance: number }>(`/v1/wallets/${encodeURIComponent(session.claims.user_id)}`, { token: session.token }),
+    ]);
+    $("balance").textContent = String(wallet.balance);
+    const to = param("to") ?? "streamer";
+    $("gifts").replaceChildren(
+      ...gifts.map((gift) => {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = `${gift.name} · ${gift.price}`;
+        button.dataset.gift = gift.id;
+        button.onclick = () => {
+          if (!socket.send({ type: "gift", gift_id: gift.id, count: 1, to, idempotency_key: randomKey() })) {
+            say("Not connected to the room yet.", "error");
+          }
+        };
+        return button;
+      }),
+    );
+  } catch (error) {
+    say(`Gifts unavailable: ${explain(error)}`, "error");
+  }
+}
