@@ -208,6 +208,18 @@ fn pipeline(
     let mut transcoder = Transcoder::new(job.ladder.clone());
     let mut out = Vec::new();
     let mut ladder = Ladder::default();
+    let mut flush = |out: &mut Vec<TranscodeOutput>| {
+        for output in out.drain(..) {
+            dispatch(
+                output,
+                &job.stream,
+                &mut ladder,
+                back,
+                events,
+                signals.keyframe_wanted,
+            );
+        }
+    };
     let mut last_forced: Option<Instant> = None;
     while let Ok(frame) = frames.recv() {
         if signals.fail.load(Ordering::Relaxed) {
@@ -245,30 +257,12 @@ fn pipeline(
             _ => {}
         }
         count(stats, transcoder.stats());
-        for output in out.drain(..) {
-            dispatch(
-                output,
-                &job.stream,
-                &mut ladder,
-                back,
-                events,
-                signals.keyframe_wanted,
-            );
-        }
+        flush(&mut out);
     }
     let last = transcoder.stats();
     transcoder.finish(&mut out)?;
     count(stats, last);
-    for output in out.drain(..) {
-        dispatch(
-            output,
-            &job.stream,
-            &mut ladder,
-            back,
-            events,
-            signals.keyframe_wanted,
-        );
-    }
+    flush(&mut out);
     Ok(())
 }
 

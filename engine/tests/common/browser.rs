@@ -80,38 +80,26 @@ impl Browser {
         }
     }
 
+    /// One W3C WebDriver command on this session: `POST` with `body`, or
+    /// `GET` when there is none; returns the reply's `value`.
+    async fn command(&self, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}/{path}", self.base, self.session);
+        let request = match body {
+            Some(body) => self.http.post(url).json(&body),
+            None => self.http.get(url),
+        };
+        let reply: Value = request.send().await.unwrap().json().await.unwrap();
+        reply["value"].clone()
+    }
+
     pub async fn open(&self, url: &str) {
-        let response = self
-            .http
-            .post(format!("{}/session/{}/url", self.base, self.session))
-            .json(&json!({ "url": url }))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "navigate: {}",
-            response.text().await.unwrap()
-        );
+        let reply = self.command("url", Some(json!({ "url": url }))).await;
+        assert!(reply.is_null(), "navigate: {reply}");
     }
 
     /// `window.state` of the page.
     pub async fn state(&self) -> Value {
-        let body = json!({ "script": "return window.state || null;", "args": [] });
-        let reply: Value = self
-            .http
-            .post(format!(
-                "{}/session/{}/execute/sync",
-                self.base, self.session
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["value"].clone()
+        self.eval("return window.state || null;", json!([])).await
     }
 
     pub async fn wait_for(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
@@ -139,76 +127,44 @@ impl Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
 
-impl Browser {
     /// Runs `script` (a function body; `arguments` are `args`) in the page.
     pub async fn eval(&self, script: &str, args: Value) -> Value {
         let body = json!({ "script": script, "args": args });
-        let reply: Value = self
-            .http
-            .post(format!(
-                "{}/session/{}/execute/sync",
-                self.base, self.session
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["value"].clone()
+        self.command("execute/sync", Some(body)).await
     }
 
     async fn element(&self, css: &str) -> String {
-        let reply: Value = self
-            .http
-            .post(format!("{}/session/{}/element", self.base, self.session))
-            .json(&json!({ "using": "css selector", "value": css }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["value"]
+        let found = self
+            .command(
+                "element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        found
             .as_object()
             .and_then(|found| found.values().next())
             .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element {css}: {reply}"))
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
             .to_owned()
     }
 
     /// Types into the element `css` (after clearing it).
     pub async fn fill(&self, css: &str, text: &str) {
         let id = self.element(css).await;
-        let url = format!("{}/session/{}/element/{id}", self.base, self.session);
-        self.http
-            .post(format!("{url}/clear"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        self.http
-            .post(format!("{url}/value"))
-            .json(&json!({ "text": text }))
-            .send()
-            .await
-            .unwrap();
+        self.command(&format!("element/{id}/clear"), Some(json!({})))
+            .await;
+        self.command(
+            &format!("element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
     }
 
     pub async fn click(&self, css: &str) {
         let id = self.element(css).await;
-        self.http
-            .post(format!(
-                "{}/session/{}/element/{id}/click",
-                self.base, self.session
-            ))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+        self.command(&format!("element/{id}/click"), Some(json!({})))
+            .await;
     }
 
     /// Waits until `script` (a function body returning a value) returns
@@ -237,18 +193,10 @@ impl Browser {
 
     /// Saves the page as a PNG under target/screenshots; returns the path.
     pub async fn screenshot(&self, name: &str) -> String {
-        let reply: Value = self
-            .http
-            .get(format!("{}/session/{}/screenshot", self.base, self.session))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let png = self.command("screenshot", None).await;
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots");
         let path = format!("{dir}/{name}.png");
-        let bytes = reply["value"]
+        let bytes = png
             .as_str()
             .and_then(|png| base64::engine::general_purpose::STANDARD.decode(png).ok())
             .unwrap_or_default();

@@ -30,3 +30,10 @@ export function feedLine(feed: HTMLElement, text: string, max = 200): HTMLLIElem
 export function randomKey(): string {
   return crypto.randomUUID();
 }
+
+/** Renders a `leaderboard` frame's entries into a list. */
+export function showLeaderboard(list: HTMLElement, entries: { user_id: string; coins: number }[]): void {
+  list.replaceChildren(
+    ...entries.map((e) => Object.assign(document.createElement("li"), { textContent: `${e.user_id} · ${e.coins}` })),
+  );
+}

@@ -5,7 +5,7 @@
 import { api, explain } from "../lib/api";
 import { RoomSocket, type Frame } from "../lib/room";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
-import { $, feedLine, param, say } from "../lib/ui";
+import { $, feedLine, param, say, showLeaderboard } from "../lib/ui";
 import { publish, watchStats, type MediaSession } from "../lib/webrtc";
 
 $("signin").innerHTML = SIGNIN_HTML;
@@ -126,9 +126,7 @@ function onFrame(frame: Frame): void {
         (frame.combo_count > 1 ? ` combo ×${frame.combo_count}` : ""));
       break;
     case "leaderboard":
-      $("leaderboard").replaceChildren(
-        ...frame.entries.map((e) => Object.assign(document.createElement("li"), { textContent: `${e.user_id} · ${e.coins}` })),
-      );
+      showLeaderboard($("leaderboard"), frame.entries);
       break;
     case "error":
       say(frame.message, "error");

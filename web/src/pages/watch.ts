@@ -9,7 +9,7 @@ import { Overlay, type Mode } from "../lib/overlay";
 import { RoomSocket, type Frame } from "../lib/room";
 import type { Session } from "../lib/session";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
-import { $, feedLine, param, randomKey, say } from "../lib/ui";
+import { $, feedLine, param, randomKey, say, showLeaderboard } from "../lib/ui";
 import { play, watchStats, type Layer, type MediaSession } from "../lib/webrtc";
 
 interface GiftInfo {
@@ -165,9 +165,7 @@ function onFrame(frame: Frame): void {
       $("balance").textContent = String(frame.balance);
       break;
     case "leaderboard":
-      $("leaderboard").replaceChildren(
-        ...frame.entries.map((e) => Object.assign(document.createElement("li"), { textContent: `${e.user_id} · ${e.coins}` })),
-      );
+      showLeaderboard($("leaderboard"), frame.entries);
       break;
     case "room_closed":
       stopPlayback();
