@@ -114,6 +114,7 @@ pub(crate) async fn start(
         started: false,
         segment_starts: HashMap::new(),
         renditions: 0,
+        offered: false,
     };
     tokio::spawn(recorder.run(transcode.events, supervisor));
     tracing::info!(room = %key.room, stream = %key.stream, recording = %id, "recording");
@@ -133,6 +134,8 @@ struct Recorder {
     /// Renditions of the ladder; the recording is served live once each
     /// has a segment (a player needs every playlist it is offered).
     renditions: usize,
+    /// Served live already (set once, not per segment).
+    offered: bool,
 }
 
 impl Recorder {
@@ -196,7 +199,9 @@ impl Recorder {
                 let start = self.segment_starts.entry(rendition.clone()).or_default();
                 let start_ms = *start;
                 *start += segment.duration_ms;
-                if self.segment_starts.len() == self.renditions && self.renditions > 0 {
+                let playable = self.segment_starts.len() == self.renditions && self.renditions > 0;
+                if playable && !self.offered {
+                    self.offered = true;
                     self.live.set(self.key.clone(), self.id.clone());
                 }
                 let event = RecordingSegment {

@@ -688,6 +688,8 @@ impl Router {
                 received: data.network_time,
             });
         }
+        // Looked up once per frame, not per subscriber.
+        let media = self.media.get(&stream);
         for sub in subscribers {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
@@ -718,7 +720,7 @@ impl Router {
                 // A joining viewer starts on a keyframe (requested when it
                 // connected); delta frames before it would not decode. A
                 // viewer on a rendition skips the source.
-                let target = feed_target(self.media.get(&stream), peer);
+                let target = feed_target(media, peer);
                 if !peer
                     .feed
                     .admit(Feed::Source, target, data.is_keyframe(), data.time.numer())
