@@ -309,6 +309,7 @@ impl Actor for StreamActor {
             let frame = Frame::StreamStarted(StreamStarted {
                 stream: key.stream.clone(),
                 tracks: start.tracks.clone(),
+                publisher_user_id: start.publisher.clone(),
             });
             hub.publish(Broadcast::new(frame, None));
             tracing::info!(room = %key.room, stream = %key.stream, "stream started");

@@ -77,15 +77,7 @@ async fn hls_js_plays_a_live_stream_and_its_recording_in_chromium() {
     eprintln!("hls.js live: {state}");
     assert_eq!(state["errors"], Value::Null, "no error, fatal or not");
 
-    let whip = load_tests::rtc::Endpoint {
-        http: &t.http,
-        base: &t.base,
-        path: "/whip/r1/main",
-        token: &publish_token,
-    };
-    let deleted = load_tests::rtc::delete_session(&whip, publisher.location()).await;
-    assert_eq!(deleted.unwrap(), 200);
-    publisher.close().await;
+    common::recording::unpublish(&t, publisher, "/whip/r1/main", &publish_token).await;
 
     // The recording, from the start.
     let vod = common::recording::ready_vod(&t, &recording, &viewer_token).await;

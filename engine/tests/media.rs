@@ -298,6 +298,7 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
         protocol::v1::server_frame::Frame::StreamStarted(started) => {
             assert_eq!(started.stream, "main");
             assert_eq!(started.tracks, vec!["video", "audio"]);
+            assert_eq!(started.publisher_user_id, "streamer");
         }
         other => panic!("expected stream_started, got {other:?}"),
     }
@@ -314,6 +315,7 @@ async fn whip_publisher_reaches_whep_subscribers_until_it_deletes_its_session() 
     assert_eq!(stream["stream"], "main", "{listed}");
     assert_eq!(stream["subscribers"], 2, "{listed}");
     assert_eq!(stream["connected"], true, "{listed}");
+    assert_eq!(stream["publisher_user_id"], "streamer", "{listed}");
     assert_eq!(
         stream["tracks"],
         serde_json::json!(["video", "audio"]),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bus::testing::NatsServer;
 use common::read_stream;
-use common::recording::{live_hls, publish, ready_vod, transcoding_engine};
-use load_tests::rtc::{Endpoint, Subscriber, SubscriberStats, delete_session, wait_for};
+use common::recording::{live_hls, publish, ready_vod, transcoding_engine, unpublish};
+use load_tests::rtc::{Endpoint, Subscriber, SubscriberStats, wait_for};
 use prost::Message as _;
 use protocol::v1::{RecordingFinished, RecordingSegment, RecordingStarted};
 
@@ -167,17 +167,7 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     // The publisher leaves: the recording closes with the stream's length.
     let ended = Instant::now();
     let duration = published.elapsed();
-    let whip = Endpoint {
-        http: &t.http,
-        base: &t.base,
-        path: "/whip/r1/main",
-        token: &publish_token,
-    };
-    assert_eq!(
-        delete_session(&whip, publisher.location()).await.unwrap(),
-        200
-    );
-    publisher.close().await;
+    unpublish(&t, publisher, "/whip/r1/main", &publish_token).await;
     low.close().await;
     let playlist = t
         .dir

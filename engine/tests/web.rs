@@ -2,8 +2,11 @@
 //! Chromium with a fake camera: the studio goes live over WHIP, two
 //! viewers watch over WHEP, a viewer's danmaku reaches the studio and the
 //! other viewer's overlay, a gift moves the balance and the leaderboard,
-//! and refusals (stream not live, blocked word, no coins, expired sign-in)
-//! are shown as sentences. A failed wait saves a screenshot under
+//! and refusals (stream not live, blocked word, rate limit, no coins,
+//! expired sign-in) are shown as sentences; HLS carries the stream where
+//! WebRTC is missing; the page rides out a cut network; the recordings
+//! page replays danmaku in step with playback. Controls have names and the
+//! pages fit a phone. A failed wait saves a screenshot under
 //! target/screenshots/.
 
 mod common;
@@ -11,6 +14,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::browser::Browser;
+use common::network::FlakyPath;
 use common::{ADMIN_KEY, TestEngine};
 use serde_json::{Value, json};
 
@@ -40,6 +44,31 @@ async fn sign_in(browser: &Browser, user: &str) {
         .await;
 }
 
+/// Every visible control has a name a screen reader can say (a label,
+/// `aria-label` or text), and the page is no wider than the window.
+async fn assert_usable(browser: &Browser, page: &str) {
+    let unnamed = browser
+        .eval(
+            "return [...document.querySelectorAll('input, select, button, textarea, video')]
+                .filter(e => e.offsetParent !== null)
+                .filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim()))
+                .map(e => e.id || e.outerHTML.slice(0, 80));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unnamed, json!([]), "{page}: controls without a name");
+    let widths = browser
+        .eval(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            json!([]),
+        )
+        .await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "{page} scrolls sideways: {widths}"
+    );
+}
+
 fn text_of(id: &str) -> String {
     format!("return document.getElementById('{id}').textContent;")
 }
@@ -51,7 +80,12 @@ fn contains(needle: &str) -> impl Fn(&Value) -> bool + '_ {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn studio_and_viewers_meet_in_the_web_app() {
     let dist = web_dist();
-    let t = TestEngine::start_with(|c| c.web_dir = dist).await;
+    let t = TestEngine::start_with(|c| {
+        c.web_dir = dist;
+        // Five danmaku per 30 s per viewer, so that a burst meets it.
+        c.danmaku.rate_limit = 5;
+    })
+    .await;
     t.create_room("r1").await;
     let admin = ADMIN_KEY;
     let topup = t
@@ -67,8 +101,7 @@ async fn studio_and_viewers_meet_in_the_web_app() {
 
     // A viewer who arrives before the stream is told so, kindly.
     let ann = Browser::start().await;
-    ann.open(&format!("{}/watch.html?room=r1&to=streamer", t.base))
-        .await;
+    ann.open(&format!("{}/watch.html?room=r1", t.base)).await;
     sign_in(&ann, "ann").await;
     ann.wait_until(
         "ann-not-live",
@@ -107,18 +140,22 @@ async fn studio_and_viewers_meet_in_the_web_app() {
         v.as_u64().unwrap_or(0) >= 30
     })
     .await;
+    // Bob is on a phone.
     let bob = Browser::start().await;
-    bob.open(&format!("{}/watch.html?room=r1&to=streamer", t.base))
-        .await;
+    bob.resize(390, 844).await;
+    bob.open(&format!("{}/watch.html?room=r1", t.base)).await;
     sign_in(&bob, "bob").await;
     bob.wait_until("bob-frames", "bob decodes frames", decoded, |v| {
         v.as_u64().unwrap_or(0) >= 30
     })
     .await;
+    assert_usable(&bob, "watch, phone width").await;
+    assert_usable(&ann, "watch").await;
+    assert_usable(&studio, "studio").await;
 
     // Ann's danmaku: in the studio's feed and over Bob's video.
-    ann.fill("#text", "hello from ann").await;
-    ann.click("#send-form button").await;
+    // Sent from the keyboard: Enter in the text field.
+    ann.fill("#text", "hello from ann\u{E007}").await;
     studio
         .wait_until(
             "studio-chat",
@@ -157,7 +194,8 @@ async fn studio_and_viewers_meet_in_the_web_app() {
         )
         .await;
 
-    // Refusals, as sentences: a blocked word, then a gift beyond the balance.
+    // Refusals, as sentences: a blocked word, too many danmaku, then a gift
+    // beyond the balance.
     studio.fill("#term", "spoiler").await;
     studio.click("#term-form button").await;
     studio
@@ -175,6 +213,17 @@ async fn studio_and_viewers_meet_in_the_web_app() {
         "ann is told",
         &text_of("status"),
         contains("blocked word"),
+    )
+    .await;
+    // A burst of danmaku meets the rate limit.
+    for n in 0..6 {
+        ann.fill("#text", &format!("again {n}\u{E007}")).await;
+    }
+    ann.wait_until(
+        "ann-rate",
+        "ann is told to slow down",
+        &text_of("status"),
+        contains("Slow down"),
     )
     .await;
     ann.click("#gifts button[data-gift='rocket']").await;
@@ -228,4 +277,208 @@ fn expired_token() -> String {
         region: String::new(),
     };
     auth.issue(&claims).unwrap()
+}
+
+/// What the recordings page's overlay shows: `(text, offset_ms, playhead_ms)`
+/// of each replayed comment on screen.
+const REPLAYED: &str = "return [...document.querySelectorAll('#overlay .danmaku')]
+    .map(e => [e.textContent, Number(e.dataset.offsetMs), Number(e.dataset.playheadMs)]);";
+
+fn replayed(value: &Value) -> Vec<(String, u64, u64)> {
+    serde_json::from_value(value.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_its_danmaku() {
+    let dist = web_dist();
+    let t = common::recording::transcoding_engine(|c| c.web_dir = dist).await;
+    t.create_room("r1").await;
+    let publish_token = t.token("streamer", "r1", &["publish"]).await;
+    let viewer_token = t.token("viewer", "r1", &["subscribe", "chat"]).await;
+    let publisher = common::recording::publish(&t, "/whip/r1/main", &publish_token).await;
+    let live = common::recording::live_hls(&t, "main", &viewer_token, None).await;
+    let recording = live["recording_id"].as_str().unwrap().to_owned();
+
+    // A viewer whose browser has no WebRTC watches over HLS instead.
+    let bob = Browser::start().await;
+    bob.disable_webrtc().await;
+    bob.open(&format!("{}/watch.html?room=r1", t.base)).await;
+    sign_in(&bob, "bob").await;
+    bob.wait_until(
+        "hls-fallback",
+        "bob's page plays the stream over HLS",
+        "const v = document.getElementById('video');
+         return [v.dataset.transport, v.currentTime > 1 && v.videoWidth > 0];",
+        |v| v == &json!(["hls", true]),
+    )
+    .await;
+    let said = bob.eval(&text_of("status"), json!([])).await;
+    assert!(contains("WebRTC failed")(&said), "{said}");
+    bob.quit().await;
+
+    // Three comments a second apart while the stream is recorded.
+    let mut chat = common::Client::connect(&t.ws_url("r1"), &viewer_token, None).await;
+    for (index, text) in ["first", "second", "third"].into_iter().enumerate() {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        chat.send_danmaku(text, &format!("d{index}")).await;
+    }
+    assert_eq!(chat.next_items(3).await.len(), 3);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    common::recording::unpublish(&t, publisher, "/whip/r1/main", &publish_token).await;
+    common::recording::ready_vod(&t, &recording, &viewer_token).await;
+    let stored = t
+        .get_json_as(
+            &format!("/v1/vod/{recording}/danmaku?segment=0"),
+            &viewer_token,
+        )
+        .await;
+    let offset = |text: &str| {
+        stored["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["text"] == text))
+            .and_then(|i| i["offset_ms"].as_u64())
+            .unwrap_or_else(|| panic!("{text} is not in the replay: {stored}"))
+    };
+
+    // The page plays the recording; each comment shows as the playhead
+    // passes its offset (within a few frames: it is checked every frame).
+    let ann = Browser::start().await;
+    ann.open(&format!("{}/vod.html?room=r1&vod={recording}", t.base))
+        .await;
+    sign_in(&ann, "ann").await;
+    let all_three = |v: &Value| replayed(v).len() == 3;
+    let shown = replayed(
+        &ann.wait_until(
+            "vod-replay",
+            "the three comments replay",
+            REPLAYED,
+            all_three,
+        )
+        .await,
+    );
+    eprintln!("replayed (text, offset, playhead): {shown:?}");
+    for (text, offset_ms, playhead_ms) in &shown {
+        assert_eq!(*offset_ms, offset(text), "{shown:?}");
+        assert!(
+            (*offset_ms..=offset_ms + 250).contains(playhead_ms),
+            "{text} belongs at {offset_ms} ms and was shown at {playhead_ms} ms: {shown:?}"
+        );
+    }
+
+    assert_usable(&ann, "recordings").await;
+
+    // A seek back to just before the second: the second and third come
+    // again at their moments, the first (behind the playhead) does not.
+    let seek_to = offset("second") - 400;
+    ann.eval(
+        "const v = document.getElementById('video'); v.currentTime = arguments[0] / 1000; v.play();",
+        json!([seek_to]),
+    )
+    .await;
+    let after_seek = replayed(
+        &ann.wait_until(
+            "vod-seek",
+            "the second and third comments replay after the seek",
+            REPLAYED,
+            |v| {
+                replayed(v)
+                    .iter()
+                    .filter(|(_, _, at)| *at >= seek_to)
+                    .count()
+                    == 2
+            },
+        )
+        .await,
+    );
+    eprintln!("after the seek to {seek_to} ms: {after_seek:?}");
+    let texts: Vec<&str> = after_seek.iter().map(|(text, ..)| text.as_str()).collect();
+    assert_eq!(texts, ["second", "third"], "{after_seek:?}");
+    for (text, offset_ms, playhead_ms) in &after_seek {
+        assert!(
+            (*offset_ms..=offset_ms + 250).contains(playhead_ms),
+            "after the seek {text} was shown at {playhead_ms} ms: {after_seek:?}"
+        );
+    }
+    ann.quit().await;
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_rides_out_a_network_drop() {
+    let dist = web_dist();
+    let mut path = FlakyPath::bind().await;
+    let media_addr = path.media_addr;
+    let t = TestEngine::start_with(|c| {
+        c.web_dir = dist;
+        c.media_advertised_addr = Some(media_addr);
+    })
+    .await;
+    path.start(t.engine().http_addr(), t.engine().media_addr());
+    t.create_room("r1").await;
+    let publish_token = t.token("streamer", "r1", &["publish"]).await;
+    let publisher = common::recording::publish(&t, "/whip/r1/main", &publish_token).await;
+    let spared = path.media_clients();
+    assert!(!spared.is_empty(), "the publisher's media takes the path");
+
+    let ann = Browser::start().await;
+    ann.open(&format!("{}/watch.html?room=r1", path.http_base))
+        .await;
+    sign_in(&ann, "ann").await;
+    let decoded = "return Number(document.getElementById('video').dataset.framesDecoded || 0);";
+    ann.wait_until("drop-frames", "ann decodes frames", decoded, |v| {
+        v.as_u64().unwrap_or(0) >= 30
+    })
+    .await;
+
+    // Ann's network goes (the publisher's stays): the room socket notices
+    // at once, the media connection once ICE hears nothing more.
+    path.cut(&spared);
+    let cut = std::time::Instant::now();
+    ann.wait_until(
+        "drop-socket",
+        "the page says it reconnects to the room",
+        &text_of("status"),
+        contains("Reconnecting"),
+    )
+    .await;
+    let viewer_token = t.token("bob", "r1", &["subscribe", "chat"]).await;
+    let mut bob = common::Client::connect(&t.ws_url("r1"), &viewer_token, None).await;
+    bob.send_danmaku("while you were away", "away").await;
+    ann.wait_until(
+        "drop-media",
+        "the page notices the media connection is gone",
+        &text_of("playback"),
+        |v| v == "reconnecting…",
+    )
+    .await;
+
+    // The network comes back: a new WHEP session plays, and the room
+    // socket catches up on what was said meanwhile.
+    eprintln!(
+        "the page noticed the media drop {:?} after the cut",
+        cut.elapsed()
+    );
+    path.heal();
+    let healed = std::time::Instant::now();
+    ann.wait_until(
+        "drop-frames-again",
+        "ann decodes frames again",
+        decoded,
+        |v| v.as_u64().unwrap_or(0) >= 30,
+    )
+    .await;
+    ann.wait_until(
+        "drop-caught-up",
+        "the comment sent during the drop arrives",
+        &text_of("chat"),
+        contains(": while you were away"),
+    )
+    .await;
+    eprintln!(
+        "playing and caught up {:?} after the network came back",
+        healed.elapsed()
+    );
+    ann.quit().await;
+    common::recording::unpublish(&t, publisher, "/whip/r1/main", &publish_token).await;
+    t.shutdown().await;
 }

@@ -327,7 +327,11 @@ async fn run(
     mut renditions: mpsc::Receiver<FromTranscoder>,
     events: mpsc::UnboundedSender<MediaEvent>,
 ) {
-    let local = socket.local_addr().ok();
+    // Peers address their datagrams to the candidate they were given (the
+    // advertised address behind a NAT), and str0m matches the destination
+    // against its local candidates: so that is the destination, whatever
+    // address the socket is bound to.
+    let destination = router.host_candidate();
     let mut sessions: HashMap<String, MediaSession> = HashMap::new();
     let mut taps: HashMap<StreamKey, Tap> = HashMap::new();
     let mut meter = Meter::default();
@@ -365,7 +369,6 @@ async fn run(
             },
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
-                    let destination = local.unwrap_or(source);
                     if !router.handle_datagram(Instant::now(), source, destination, &buf[..n]) {
                         // Noise, scans, or packets for a peer already gone.
                         metrics::counter!("live_media_ignored_datagrams_total").increment(1);
@@ -536,7 +539,17 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
             let _ = reply.send(sessions.get(&session).cloned());
         }
         Command::Streams { room, reply } => {
-            let _ = reply.send(router.streams_in(&room));
+            let mut streams = router.streams_in(&room);
+            for info in &mut streams {
+                if let Some(session) = sessions.values().find(|s| {
+                    s.role == Role::Publisher
+                        && s.stream.room == room
+                        && s.stream.stream == info.stream
+                }) {
+                    info.publisher.clone_from(&session.owner);
+                }
+            }
+            let _ = reply.send(streams);
         }
         // Handled by the run loop, which owns the taps.
         Command::Tap { reply, .. } => {

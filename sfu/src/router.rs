@@ -78,6 +78,9 @@ pub struct StreamInfo {
     pub connected: bool,
     pub tracks: Vec<MediaKind>,
     pub subscribers: usize,
+    /// The user whose token published it (filled in by the media plane,
+    /// which knows the sessions' owners; empty from the router alone).
+    pub publisher: String,
 }
 
 /// Cumulative media counters of one track of one peer.
@@ -203,6 +206,11 @@ impl Router {
             closing: Vec::new(),
             dtls_cert,
         }
+    }
+
+    /// The address peers send media to (the ICE host candidate).
+    pub fn host_candidate(&self) -> SocketAddr {
+        self.config.host_candidate
     }
 
     /// Accepts a publisher's offer for `stream` (WHIP); returns its id and
@@ -481,6 +489,7 @@ impl Router {
                     connected: publisher.connected,
                     tracks: publisher.tracks.iter().map(|(_, kind)| *kind).collect(),
                     subscribers: self.subscriber_count(key),
+                    publisher: String::new(),
                 })
             })
             .collect();

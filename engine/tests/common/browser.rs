@@ -92,6 +92,34 @@ impl Browser {
         reply["value"].clone()
     }
 
+    /// One Chrome DevTools Protocol command (chromedriver passes it on).
+    pub async fn cdp(&self, command: &str, params: Value) -> Value {
+        let body = json!({ "cmd": command, "params": params });
+        self.command("goog/cdp/execute", Some(body)).await
+    }
+
+    /// Takes WebRTC away from every page opened after this, as in a
+    /// browser or network where it does not work.
+    pub async fn disable_webrtc(&self) {
+        let source = "delete window.RTCPeerConnection;";
+        let reply = self
+            .cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": source }),
+            )
+            .await;
+        assert!(reply["identifier"].is_string(), "CDP: {reply}");
+    }
+
+    /// Sizes the window (CSS pixels), e.g. to a phone's width.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            "window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     pub async fn open(&self, url: &str) {
         let reply = self.command("url", Some(json!({ "url": url }))).await;
         assert!(reply.is_null(), "navigate: {reply}");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod network;
 pub mod recording;
 
 use std::time::Duration;

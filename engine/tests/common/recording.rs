@@ -60,6 +60,21 @@ pub async fn publish(t: &TestEngine, path: &str, token: &str) -> Publisher {
     publisher
 }
 
+/// Ends a publisher's WHIP session (as its page's Stop does) and closes it.
+pub async fn unpublish(t: &TestEngine, publisher: Publisher, path: &str, token: &str) {
+    let whip = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path,
+        token,
+    };
+    let status = load_tests::rtc::delete_session(&whip, publisher.location())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "DELETE of the WHIP session");
+    publisher.close().await;
+}
+
 /// The signed live HLS URL of `r1/{stream}` once its recording is other
 /// than `not`: waits for a recording to open (or to be replaced).
 pub async fn live_hls(

@@ -260,8 +260,18 @@ pub async fn streams(
         .await?
         .into_iter()
         .map(|s| {
-            let tracks: Vec<&str> = s.tracks.iter().map(|k| if k.is_audio() { "audio" } else { "video" }).collect();
-            serde_json::json!({ "stream": s.stream, "connected": s.connected, "tracks": tracks, "subscribers": s.subscribers })
+            let tracks: Vec<&str> = s
+                .tracks
+                .iter()
+                .map(|k| if k.is_audio() { "audio" } else { "video" })
+                .collect();
+            serde_json::json!({
+                "stream": s.stream,
+                "connected": s.connected,
+                "tracks": tracks,
+                "subscribers": s.subscribers,
+                "publisher_user_id": s.publisher,
+            })
         })
         .collect();
     Ok(axum::Json(serde_json::json!({ "streams": streams })))

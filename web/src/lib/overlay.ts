@@ -106,8 +106,10 @@ export class Overlay {
     this.lanes.setDensity(density);
   }
 
-  show(comment: Shown): void {
-    if (!this.enabled) return;
+  /** Puts a comment on screen; returns its element, or null when it is
+   * not shown (overlay off, or no free lane at this density). */
+  show(comment: Shown): HTMLElement | null {
+    if (!this.enabled) return null;
     const mode = comment.mode ?? "scroll";
     const span = document.createElement("span");
     span.className = "danmaku" + (comment.mine ? " mine" : "");
@@ -120,7 +122,7 @@ export class Overlay {
     const lane = this.lanes.place(mode, width, performance.now());
     if (lane === null) {
       span.remove();
-      return;
+      return null;
     }
     const screen = this.layer.getBoundingClientRect().width;
     span.style.visibility = "visible";
@@ -138,6 +140,7 @@ export class Overlay {
       setTimeout(() => span.remove(), FIXED_MS);
     }
     span.dataset.lane = String(lane);
+    return span;
   }
 
   clear(): void {

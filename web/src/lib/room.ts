@@ -45,7 +45,7 @@ export type Frame =
       idempotency_key?: string;
     }
   | { type: "room_closed"; reason: string }
-  | { type: "stream_started"; stream: string; tracks: string[] }
+  | { type: "stream_started"; stream: string; tracks: string[]; publisher_user_id: string }
   | { type: "stream_ended"; stream: string; reason: string }
   | Gift
   | { type: "gift_receipt"; idempotency_key: string; id: string; balance: number; replayed?: boolean }
@@ -61,12 +61,18 @@ export interface RoomEvents {
 }
 
 const MAX_BACKOFF_MS = 8000;
+/** A ping this often; a socket silent for `SILENT_MS` is taken for dead
+ * (a network that vanished without closing anything) and replaced. */
+const PING_MS = 10_000;
+const SILENT_MS = 25_000;
 
 export class RoomSocket {
   private socket: WebSocket | null = null;
   private lastSeq: number | null = null;
   private backoff = 500;
   private stopped = false;
+  private lastHeard = 0;
+  private pinger: ReturnType<typeof setInterval> | null = null;
 
   constructor(
     private readonly room: string,
@@ -84,9 +90,12 @@ export class RoomSocket {
     this.socket = socket;
     socket.onopen = () => {
       this.backoff = 500;
+      this.lastHeard = Date.now();
+      this.pinger = setInterval(() => this.checkAlive(), PING_MS);
       this.events.connection("open");
     };
     socket.onmessage = (message) => {
+      this.lastHeard = Date.now();
       if (typeof message.data !== "string") return;
       const frame = JSON.parse(message.data) as Frame | { type: "batch"; items: Frame[] };
       for (const each of frame.type === "batch" ? frame.items : [frame]) {
@@ -96,17 +105,40 @@ export class RoomSocket {
       }
     };
     socket.onclose = (event) => {
-      this.socket = null;
       if (this.stopped || event.code === 1000) {
+        this.detach();
         this.events.connection("closed", event.reason || "closed");
         return;
       }
-      // Dropped (network, engine restart, slow consumer): come back after
-      // a pause that grows, and catch up from the last seq seen.
-      this.events.connection("reconnecting", `connection lost (${event.code})`);
-      setTimeout(() => this.stopped || this.connect(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+      this.dropped(`connection lost (${event.code})`);
     };
+  }
+
+  /** Dropped (network, engine restart, slow consumer): come back after a
+   * pause that grows, and catch up from the last seq seen. */
+  private dropped(why: string): void {
+    this.detach();
+    this.events.connection("reconnecting", why);
+    setTimeout(() => this.stopped || this.connect(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+  }
+
+  private checkAlive(): void {
+    if (Date.now() - this.lastHeard > SILENT_MS) {
+      // A dead network may never deliver the close: do not wait for it.
+      this.socket?.close();
+      this.dropped("no answer from the engine");
+      return;
+    }
+    this.send({ type: "ping", nonce: Date.now() });
+  }
+
+  /** Forgets the current socket (its late events are ignored). */
+  private detach(): void {
+    if (this.pinger !== null) clearInterval(this.pinger);
+    this.pinger = null;
+    if (this.socket) this.socket.onclose = this.socket.onmessage = this.socket.onopen = null;
+    this.socket = null;
   }
 
   send(frame: Record<string, unknown>): boolean {

@@ -66,7 +66,7 @@ $("stream").oninput = updateWatchLink;
 
 function updateWatchLink(): void {
   const link = $<HTMLAnchorElement>("watch-link");
-  link.href = `/watch.html?room=${encodeURIComponent(room)}&stream=${encodeURIComponent(streamName())}&to=${encodeURIComponent(session.claims.user_id)}`;
+  link.href = `/watch.html?room=${encodeURIComponent(room)}&stream=${encodeURIComponent(streamName())}`;
   link.textContent = link.href;
 }
 

@@ -51,11 +51,14 @@ function row(vod: Vod): HTMLTableRowElement {
   const tr = document.createElement("tr");
   const play = document.createElement("button");
   play.type = "button";
+  const started = new Date(vod.started_at_ms).toLocaleString();
   play.textContent = vod.status === "ready" ? "Play" : "Play (live)";
+  play.setAttribute("aria-label", `Play the recording of ${started}`);
+  play.dataset.vod = vod.id;
   play.onclick = () => open(vod);
   const action = document.createElement("td");
   action.append(play);
-  tr.append(cell(new Date(vod.started_at_ms).toLocaleString()), cell(`${Math.round(vod.duration_ms / 1000)} s`), action);
+  tr.append(cell(started), cell(`${Math.round(vod.duration_ms / 1000)} s`), action);
   return tr;
 }
 
@@ -107,9 +110,9 @@ async function replay(): Promise<void> {
   for (let segment = Math.floor(from / SEGMENT_MS); segment <= Math.floor(now / SEGMENT_MS); segment++) {
     for (const item of await danmakuOf(segment)) {
       if (item.offset_ms > from && item.offset_ms <= now) {
-        overlay.show({ text: item.text, mode: item.mode, color: item.color });
-        $("overlay").dataset.shown = String(Number($("overlay").dataset.shown ?? 0) + 1);
-        $("overlay").dataset.last = `${item.text}@${item.offset_ms}@${Math.round(now)}`;
+        const shown = overlay.show({ text: item.text, mode: item.mode, color: item.color });
+        // Where it belongs and where it was shown, for whoever inspects the page.
+        if (shown) Object.assign(shown.dataset, { offsetMs: item.offset_ms, playheadMs: Math.round(now) });
       }
     }
   }

@@ -20,6 +20,8 @@ interface GiftInfo {
 
 /** WebRTC that has not shown a frame by then falls back to HLS. */
 const WEBRTC_PATIENCE_MS = 10_000;
+/** A `disconnected` connection may come back by itself; not after this. */
+const DISCONNECTED_GRACE_MS = 3_000;
 
 $("signin").innerHTML = SIGNIN_HTML;
 const session = await signedIn(["subscribe", "chat", "gift"], param("room") ?? "demo");
@@ -36,6 +38,10 @@ let stopStats: (() => void) | null = null;
 let hls: Hls | null = null;
 let retry = 1000;
 let reconnecting = false;
+/** Counts `watch()` calls: an older one that finishes late gives way. */
+let attempt = 0;
+/** Who publishes the stream: gifts go to them (`?to=` overrides). */
+let creator: string | null = param("to");
 
 const socket = new RoomSocket(room, session.token, {
   frame: onFrame,
@@ -58,36 +64,49 @@ void loadGifts(session);
 /** Plays the stream over WHEP; on failure, tries again or falls back. */
 async function watch(): Promise<void> {
   stopPlayback();
+  void learnCreator();
+  const mine = ++attempt;
   const layer = $<HTMLSelectElement>("quality").value as Layer;
+  let playing: MediaSession;
   try {
-    media = await play(room, stream, session.token, layer, video);
+    playing = await play(room, stream, session.token, layer, video);
   } catch (error) {
+    if (mine !== attempt) return;
     if (error instanceof ApiError && error.status === 404) {
       $("playback").textContent = "not live";
       say("The stream is not live right now: it starts here when it does.");
-      return;
+    } else if (error instanceof ApiError && error.status === 0) {
+      // The network, not WebRTC: the same way again, after a pause.
+      say(`Cannot reach the engine: trying again in ${retry / 1000} s.`, "error");
+      watchLater();
+    } else {
+      say(`WebRTC failed (${explain(error)}): trying HLS.`, "error");
+      void fallBackToHls();
     }
-    say(`WebRTC failed (${explain(error)}): trying HLS.`, "error");
-    void fallBackToHls();
     return;
   }
+  if (mine !== attempt) {
+    void playing.stop();
+    return;
+  }
+  media = playing;
   retry = 1000;
-  const playing = media;
   stopStats = watchStats(playing.pc, "inbound", (s) => {
     $("playback").textContent = s.width
       ? `WebRTC ${s.codec} ${s.width}×${s.height} ${Math.round(s.fps)} fps ${s.kbps} kbit/s`
       : "connecting…";
     video.dataset.framesDecoded = String(s.framesDecoded);
   });
+  const lost = () => {
+    if (media !== playing || playing.pc.connectionState === "connected") return;
+    // A network drop: a new session (after a pause that grows).
+    say("Connection to the stream lost: reconnecting…");
+    stopPlayback();
+    watchLater();
+  };
   playing.pc.onconnectionstatechange = () => {
-    if (media !== playing) return;
-    if (playing.pc.connectionState === "failed" || playing.pc.connectionState === "disconnected") {
-      // A network drop: play again (after a pause that grows).
-      say("Connection to the stream lost: reconnecting…");
-      stopPlayback();
-      setTimeout(() => void watch(), retry);
-      retry = Math.min(retry * 2, 8000);
-    }
+    if (playing.pc.connectionState === "failed") lost();
+    if (playing.pc.connectionState === "disconnected") setTimeout(lost, DISCONNECTED_GRACE_MS);
   };
   setTimeout(() => {
     if (media === playing && (Number(video.dataset.framesDecoded) || 0) === 0) {
@@ -95,6 +114,26 @@ async function watch(): Promise<void> {
       void fallBackToHls();
     }
   }, WEBRTC_PATIENCE_MS);
+}
+
+/** The stream's publisher, from the room's live streams. */
+async function learnCreator(): Promise<void> {
+  if (param("to")) return;
+  try {
+    const { streams } = await api<{ streams: { stream: string; publisher_user_id: string }[] }>(
+      `/v1/rooms/${encodeURIComponent(room)}/streams`,
+    );
+    creator = streams.find((s) => s.stream === stream)?.publisher_user_id || creator;
+  } catch {
+    // Kept as it was: a stream_started frame tells it too.
+  }
+}
+
+function watchLater(): void {
+  $("playback").textContent = "reconnecting…";
+  const mine = attempt;
+  setTimeout(() => mine === attempt && void watch(), retry);
+  retry = Math.min(retry * 2, 8000);
 }
 
 async function fallBackToHls(): Promise<void> {
@@ -105,13 +144,21 @@ async function fallBackToHls(): Promise<void> {
       { token: session.token },
     );
     if (!Hls.isSupported()) throw new Error("this browser plays neither WebRTC nor HLS here");
-    hls = new Hls();
-    hls.loadSource(live.url);
-    hls.attachMedia(video);
+    const playing = new Hls();
+    hls = playing;
+    playing.loadSource(live.url);
+    playing.attachMedia(video);
+    playing.on(Hls.Events.ERROR, (_, data) => {
+      if (!data.fatal || hls !== playing) return;
+      say(`HLS playback failed (${data.details}): trying again.`, "error");
+      stopPlayback();
+      watchLater();
+    });
     video.dataset.transport = "hls";
     $("playback").textContent = "HLS";
   } catch (error) {
-    say(`Cannot play: ${explain(error)}`, "error");
+    say(`Cannot play: ${explain(error)}. Trying again shortly.`, "error");
+    watchLater();
   }
 }
 
@@ -124,6 +171,7 @@ function stopPlayback(): void {
   hls?.destroy();
   hls = null;
   video.dataset.transport = "webrtc";
+  video.dataset.framesDecoded = "0";
 }
 
 function onFrame(frame: Frame): void {
@@ -146,6 +194,7 @@ function onFrame(frame: Frame): void {
       break;
     case "stream_started":
       if (frame.stream === stream) {
+        if (!param("to")) creator = frame.publisher_user_id || creator;
         say("The stream is live.");
         void watch();
       }
@@ -211,7 +260,6 @@ async function loadGifts(session: Session): Promise<void> {
       api<{ balance: number }>(`/v1/wallets/${encodeURIComponent(session.claims.user_id)}`, { token: session.token }),
     ]);
     $("balance").textContent = String(wallet.balance);
-    const to = param("to") ?? "streamer";
     $("gifts").replaceChildren(
       ...gifts.map((gift) => {
         const button = document.createElement("button");
@@ -219,6 +267,11 @@ async function loadGifts(session: Session): Promise<void> {
         button.textContent = `${gift.name} · ${gift.price}`;
         button.dataset.gift = gift.id;
         button.onclick = () => {
+          const to = creator;
+          if (!to) {
+            say("Nobody is live to receive gifts right now.", "error");
+            return;
+          }
           if (!socket.send({ type: "gift", gift_id: gift.id, count: 1, to, idempotency_key: randomKey() })) {
             say("Not connected to the room yet.", "error");
           }
