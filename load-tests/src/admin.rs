@@ -74,7 +74,7 @@ impl Admin {
             .http
             .post(format!("{}/v1/rooms", self.base))
             .bearer_auth(&self.key)
-            .json(&json!({ "room_id": room, "title": "live-load benchmark" }))
+            .json(&json!({ "room_id": room, "title": "load-tests benchmark" }))
             .send()
             .await
             .context("POST /v1/rooms")?;

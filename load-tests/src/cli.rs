@@ -16,7 +16,7 @@ pub const MAX_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Parser)]
 #[command(
-    name = "live-load",
+    name = "load-tests",
     version,
     about = "Load generator for a running live-engine (loopback benchmarks)"
 )]
@@ -25,6 +25,14 @@ pub struct Cli {
     /// cores to an engine on the same machine.
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// The engine binary the runner starts when there is no --url
+    /// (default: `live-engine` beside this executable).
+    #[arg(long, global = true)]
+    pub engine_bin: Option<PathBuf>,
+    /// CPUs (`taskset -c` list) for the servers the runner starts, engine
+    /// and peers alike (default: 0, when there is more than one core).
+    #[arg(long, global = true)]
+    pub server_cpus: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,6 +48,9 @@ pub enum Command {
     /// jitter, join -> first frame, and the engine's outgoing packets/s,
     /// forwarding latency and CPU.
     SfuFanout(FanoutArgs),
+    /// Viewers join one after another while a stream plays: join -> first
+    /// frame, per viewer (the sfu-fanout flags; --join-concurrency is 1).
+    Join(FanoutArgs),
     /// A gift storm over HTTP: every gift sent --retries times at once with
     /// one Idempotency-Key. Reports committed gifts/s, ack latency, and
     /// whether every key was charged exactly once (exits 1 if not).
@@ -48,6 +59,25 @@ pub enum Command {
     /// and encoder settings: fps and CPU side by side, then how many
     /// ladders run in real time at once. Needs no engine.
     Transcode(TranscodeArgs),
+    /// Every scenario against its peer, one after the other, into one
+    /// report (JSON, markdown, and the generated part of
+    /// docs/benchmarks.md).
+    All(SuiteArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SuiteArgs {
+    /// Tiny loads for a few seconds each: shows that every scenario runs
+    /// and yields numbers (CI's smoke test); the figures mean nothing.
+    #[arg(long)]
+    pub quick: bool,
+    /// The JSON report; the markdown goes beside it (`.md`).
+    #[arg(long, default_value = "target/bench/report.json")]
+    pub out: PathBuf,
+    /// A markdown file whose generated section (between the markers) is
+    /// replaced by the results; default docs/benchmarks.md, none in --quick.
+    #[arg(long)]
+    pub docs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,11 +98,10 @@ pub struct TranscodeArgs {
     #[arg(long, default_value = "libx264")]
     pub encoder: String,
     /// Most ladders tried at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=32))]
+    #[arg(long, visible_alias = "n", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub max_concurrent: u16,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 impl TranscodeArgs {
@@ -110,14 +139,12 @@ impl TranscodeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GiftsArgs {
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     #[arg(long, default_value = "gifts")]
     pub room: String,
     /// Users sending gifts, each with its own funded wallet.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, visible_alias = "n", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub senders: u32,
     /// Distinct gifts per second, in total.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -127,10 +154,8 @@ pub struct GiftsArgs {
     pub retries: u32,
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    #[arg(long)]
-    pub engine_pid: Option<u32>,
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 impl GiftsArgs {
@@ -141,7 +166,7 @@ impl GiftsArgs {
                 MAX_DURATION.as_secs()
             );
         }
-        validate_target(&self.url, &self.room, &self.admin_key)
+        self.target.validate(&self.room)
     }
 }
 
@@ -165,17 +190,13 @@ impl From<CodecArg> for codec::VideoCodec {
 
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
-    /// Engine base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Admin key, to create the room and mint tokens.
-    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Room to publish in (created if missing).
     #[arg(long, default_value = "fanout")]
     pub room: String,
     /// WHEP subscribers.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SUBSCRIBERS)))]
+    #[arg(long, visible_alias = "n", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SUBSCRIBERS)))]
     pub subscribers: u32,
     /// Subscribers that also decode every frame (the rest reassemble only).
     #[arg(long, default_value_t = 1)]
@@ -197,12 +218,8 @@ pub struct FanoutArgs {
     /// WHEP joins in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub join_concurrency: u16,
-    /// Engine process to sample for CPU and RSS.
-    #[arg(long)]
-    pub engine_pid: Option<u32>,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 impl FanoutArgs {
@@ -219,23 +236,19 @@ impl FanoutArgs {
         if self.decoders > self.subscribers {
             bail!("--decoders cannot exceed --subscribers");
         }
-        validate_target(&self.url, &self.room, &self.admin_key)
+        self.target.validate(&self.room)
     }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DanmakuArgs {
-    /// Engine base URL (HTTP API; WebSockets use the same host).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Admin key, to create the room and mint tokens.
-    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Room to load (created if missing, reused if it exists).
     #[arg(long, default_value = "bench")]
     pub room: String,
     /// Viewers: sessions that only watch.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VIEWERS)))]
+    #[arg(long, visible_alias = "n", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VIEWERS)))]
     pub viewers: u32,
     /// Senders: moderator sessions (exempt from the per-user rate limit)
     /// that share the send rate between them.
@@ -256,20 +269,13 @@ pub struct DanmakuArgs {
     /// Give up on one connection (handshake plus welcome) after this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Engine process to sample (/proc/PID/stat, /proc/PID/status) for CPU
-    /// and RSS; the engine must run on this machine. Memory per connection
-    /// is only meaningful against a freshly started engine: memory freed by
-    /// earlier sessions stays in its RSS.
-    #[arg(long)]
-    pub engine_pid: Option<u32>,
     /// Mint one token per viewer (64 requests in flight) instead of one
     /// shared viewer token; tokens are not bound to a connection, so the
     /// shared one measures the same thing faster.
     #[arg(long)]
     pub unique_viewer_tokens: bool,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 impl DanmakuArgs {
@@ -287,7 +293,7 @@ impl DanmakuArgs {
         if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(120) {
             bail!("--connect-timeout must be between 1ms and 120s");
         }
-        validate_target(&self.url, &self.room, &self.admin_key)
+        self.target.validate(&self.room)
     }
 
     /// Danmaku the senders are scheduled to send in total.
@@ -296,24 +302,77 @@ impl DanmakuArgs {
     }
 }
 
-/// The flags every scenario shares: where the engine is, which room, and
-/// the admin key.
-fn validate_target(url: &str, room: &str, admin_key: &str) -> anyhow::Result<()> {
-    let room_ok = !room.is_empty()
-        && room.len() <= 64
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !room_ok {
-        bail!("--room must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`");
+/// Where the engine is. Without `--url` the runner starts an engine of
+/// its own (and the scenario's peer, to compare with) and stops it after.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TargetArgs {
+    /// Engine base URL (HTTP API; WebSockets use the same host). Without
+    /// it: a fresh engine started by the runner, beside the peer.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Admin key, to create rooms and mint tokens (with --url).
+    #[arg(long, env = "LIVE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Engine process to sample for CPU and RSS (/proc; with --url). Memory
+    /// per connection is only meaningful against a freshly started engine:
+    /// memory freed by earlier sessions stays in its RSS.
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+}
+
+/// A resolved engine to drive: given on the command line or started by
+/// the runner.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub admin_key: String,
+    pub engine_pid: Option<u32>,
+}
+
+impl TargetArgs {
+    /// Checks the flags shared by every scenario that drives an engine.
+    fn validate(&self, room: &str) -> anyhow::Result<()> {
+        let room_ok = !room.is_empty()
+            && room.len() <= 64
+            && room
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !room_ok {
+            bail!("--room must be 1 to 64 characters of A-Z, a-z, 0-9, `-` or `_`");
+        }
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--url must start with http:// (or https://)");
+        }
+        if self
+            .admin_key
+            .as_deref()
+            .is_none_or(|k| k.trim().is_empty())
+        {
+            bail!("--admin-key (or LIVE_ADMIN_KEY) is needed with --url");
+        }
+        Ok(())
     }
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        bail!("--url must start with http:// (or https://)");
+
+    /// The engine given with `--url`, if any.
+    pub fn given(&self) -> Option<Target> {
+        Some(Target {
+            url: self.url.clone()?,
+            admin_key: self.admin_key.clone()?,
+            engine_pid: self.engine_pid,
+        })
     }
-    if admin_key.trim().is_empty() {
-        bail!("--admin-key (or LIVE_ADMIN_KEY) is empty");
-    }
-    Ok(())
+}
+
+/// Where the report goes besides stdout.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutArgs {
+    /// Also write the report as JSON to this file, and as a markdown table
+    /// beside it (same name, `.md`).
+    #[arg(long, visible_alias = "json")]
+    pub out: Option<PathBuf>,
 }
 
 /// Parses `30`, `30s`, `1.5s`, `2m`, `1h`, `250ms`. A hand-written parser:
@@ -369,11 +428,11 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> Result<DanmakuArgs, clap::Error> {
-        let mut argv = vec!["live-load", "danmaku", "--admin-key", "k"];
+        let mut argv = vec!["load-tests", "danmaku", "--admin-key", "k"];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Danmaku(args) => args,
-            Command::SfuFanout(_) | Command::Gifts(_) | Command::Transcode(_) => {
+            _ => {
                 unreachable!("parsed a danmaku command line")
             }
         })

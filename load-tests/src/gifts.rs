@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::admin::Admin;
-use crate::cli::GiftsArgs;
+use crate::cli::{GiftsArgs, Target};
 use crate::proc_stats::{ProcReader, ProcSample};
 use crate::report::Latency;
 use crate::scenario::note;
@@ -73,10 +73,10 @@ struct Outcome {
     refused: HashMap<u16, u64>,
 }
 
-pub async fn run(args: &GiftsArgs) -> anyhow::Result<GiftsReport> {
-    let admin = Admin::new(&args.url, &args.admin_key)?;
+pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsReport> {
+    let admin = Admin::new(&target.url, &target.admin_key)?;
     admin.health().await?;
-    let engine = args.engine_pid.map(ProcReader::new).transpose()?;
+    let engine = target.engine_pid.map(ProcReader::new).transpose()?;
     let generator = ProcReader::new(std::process::id()).ok();
     admin.ensure_room(&args.room).await?;
     let run_tag = format!("{:x}", crate::wire::unix_nanos() & 0xff_ffff);
@@ -188,7 +188,7 @@ pub async fn run(args: &GiftsArgs) -> anyhow::Result<GiftsReport> {
     let latency = outcome.latency.take().expect("set above");
     Ok(GiftsReport {
         scenario: "gifts",
-        url: args.url.clone(),
+        url: target.url.clone(),
         senders: args.senders,
         rate: args.rate,
         retries: args.retries,
@@ -294,7 +294,7 @@ impl GiftsReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "live-load gifts  {} senders  {} gifts/s x {} retries  window {:.1}s  {}",
+            "gifts  {} senders  {} gifts/s x {} retries  window {:.1}s  {}",
             self.senders, self.rate, self.retries, self.window_s, self.url
         );
         let _ = writeln!(

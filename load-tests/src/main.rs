@@ -1,10 +1,11 @@
-//! `live-load`: drive a running engine and report. See the crate docs.
+//! `load-tests`: drive an engine, or start one beside a peer and compare.
+//! See the crate docs.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use load_tests::cli::{Cli, Command};
-use load_tests::scenario;
+use load_tests::suite::{self, Bench};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,53 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Danmaku(args) => {
-                args.validate()?;
-                let report = scenario::run(&args).await?;
-                println!("{}", report.render());
-                if let Some(path) = &args.json {
-                    report.write_json(path)?;
-                    eprintln!("wrote {}", path.display());
-                }
-                anyhow::Ok(())
-            }
-            Command::Gifts(args) => {
-                args.validate()?;
-                let report = load_tests::gifts::run(&args).await?;
-                println!("{}", report.render());
-                if let Some(path) = &args.json {
-                    load_tests::report::write_json_file(&report, path)?;
-                    eprintln!("wrote {}", path.display());
-                }
-                report.verify()
-            }
-            Command::Transcode(args) => {
-                args.validate()?;
-                let json = args.json.clone();
-                // Codec work blocks: off the runtime's workers.
-                let report = tokio::task::spawn_blocking(move || load_tests::transcode::run(&args))
-                    .await??;
-                println!("{}", report.render());
-                if let Some(path) = &json {
-                    load_tests::report::write_json_file(&report, path)?;
-                    eprintln!("wrote {}", path.display());
-                }
-                anyhow::Ok(())
-            }
-            Command::SfuFanout(args) => {
-                args.validate()?;
-                let report = load_tests::fanout::run(&args).await?;
-                println!("{}", report.render());
-                if let Some(path) = &args.json {
-                    load_tests::report::write_json_file(&report, path)?;
-                    eprintln!("wrote {}", path.display());
-                }
-                anyhow::Ok(())
-            }
-        }
-    });
+    let result = runtime.block_on(run(cli));
     // Do not wait for stragglers (sockets still closing) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
@@ -75,5 +30,71 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let bench = || Bench::new(cli.engine_bin.clone(), cli.server_cpus.clone());
+    match cli.command {
+        Command::Danmaku(args) => {
+            args.validate()?;
+            match args.target.given() {
+                Some(target) => {
+                    let report = load_tests::scenario::run(&target, &args).await?;
+                    println!("{}", report.render());
+                    suite::write_outputs(&args.out, &report, None)
+                }
+                None => suite::write_comparison(&args.out, suite::danmaku(&bench()?, &args).await?),
+            }
+        }
+        Command::Gifts(args) => {
+            args.validate()?;
+            match args.target.given() {
+                Some(target) => {
+                    let report = load_tests::gifts::run(&target, &args).await?;
+                    println!("{}", report.render());
+                    suite::write_outputs(&args.out, &report, None)?;
+                    report.verify()
+                }
+                None => suite::write_comparison(&args.out, suite::gifts(&bench()?, &args).await?),
+            }
+        }
+        Command::Transcode(args) => {
+            args.validate()?;
+            suite::write_comparison(&args.out, suite::transcode(&args).await?)
+        }
+        Command::SfuFanout(args) => {
+            args.validate()?;
+            match args.target.given() {
+                Some(target) => {
+                    let report =
+                        load_tests::fanout::run(load_tests::fanout::Sfu::Engine(&target), &args)
+                            .await?;
+                    println!("{}", report.render());
+                    suite::write_outputs(&args.out, &report, None)
+                }
+                None => {
+                    suite::write_comparison(&args.out, suite::sfu_fanout(&bench()?, &args).await?)
+                }
+            }
+        }
+        Command::Join(args) => {
+            args.validate()?;
+            match args.target.given() {
+                Some(target) => {
+                    let args = load_tests::cli::FanoutArgs {
+                        join_concurrency: 1,
+                        ..args
+                    };
+                    let report =
+                        load_tests::fanout::run(load_tests::fanout::Sfu::Engine(&target), &args)
+                            .await?;
+                    println!("{}", report.render());
+                    suite::write_outputs(&args.out, &report, None)
+                }
+                None => suite::write_comparison(&args.out, suite::join(&bench()?, &args).await?),
+            }
+        }
+        Command::All(args) => suite::all(&bench()?, &args).await,
     }
 }

@@ -3,34 +3,94 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Deref;
 use std::path::Path;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::DanmakuArgs;
 use crate::proc_stats::ProcSample;
+use crate::scenario::Load;
 use crate::tally::Totals;
 
+/// The engine's danmaku run.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
     pub url: String,
     pub room: String,
     pub room_created: bool,
-    pub run_tag: String,
-    pub config: RunConfig,
-    pub connections: Connections,
-    pub sends: Sends,
-    pub delivery: Delivery,
+    /// What every fan-out run reports; its fields read as this report's
+    /// own ([`Deref`]) and sit beside them in the JSON.
+    #[serde(flatten)]
+    pub run: FanoutRun,
     /// Present with `--engine-pid`.
     pub engine: Option<EngineReport>,
-    /// The load generator itself: if it is near its core count × 100 %,
-    /// the latencies measure the generator, not the engine.
-    pub generator: Option<GeneratorReport>,
     /// Increase of the engine's `*_total` counters over the run (/metrics).
     pub engine_counters: BTreeMap<String, f64>,
+}
+
+impl Deref for Report {
+    type Target = FanoutRun;
+
+    fn deref(&self) -> &FanoutRun {
+        &self.run
+    }
+}
+
+impl Report {
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        write_json_file(self, path)
+    }
+
+    /// The human summary.
+    pub fn render(&self) -> String {
+        let title = format!(
+            "danmaku  room {} ({})  run {}  {}",
+            self.room,
+            if self.room_created {
+                "created"
+            } else {
+                "reused"
+            },
+            self.run_tag,
+            self.url
+        );
+        let engine = self
+            .engine
+            .as_ref()
+            .map(|e| e.line("engine", "session", None));
+        let counters = (!self.engine_counters.is_empty()).then(|| {
+            let list: Vec<String> = self
+                .engine_counters
+                .iter()
+                .map(|(k, v)| format!("{k} +{v}"))
+                .collect();
+            format!("  counters     {}", list.join(", "))
+        });
+        self.run.render(&title, engine, counters)
+    }
+}
+
+/// What every danmaku fan-out run reports, whichever server it loaded
+/// (the engine's room or a peer's subject), so that two reports compare
+/// field by field. Each report adds its server's process
+/// ([`EngineReport`]) under a name of its own.
+#[derive(Debug, Serialize)]
+pub struct FanoutRun {
+    pub run_tag: String,
+    pub config: RunConfig,
+    /// Sessions that ended early: closed by the server (the engine's 1013,
+    /// NATS's slow consumers) or otherwise disconnected, by reason.
+    pub connections: Connections,
+    pub sends: Sends,
+    /// `expected` counts accepted sends where the server answers each one
+    /// (the engine), sent ones where it does not (NATS).
+    pub delivery: Delivery,
+    /// The load generator itself: if it is near its core count × 100 %,
+    /// the latencies measure the generator, not the server.
+    pub generator: Option<GeneratorReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,7 +101,9 @@ pub struct RunConfig {
     pub duration_s: f64,
     pub grace_s: f64,
     pub ramp: u32,
-    pub unique_viewer_tokens: bool,
+    /// The engine's `--unique-viewer-tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_viewer_tokens: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,7 +114,7 @@ pub struct Connections {
     pub sender_failures: BTreeMap<String, u64>,
     /// From the first viewer opened to the last outcome known.
     pub ramp_s: f64,
-    /// Sessions the engine ended before the run did, by close reason.
+    /// Sessions the server ended before the run did, by close reason.
     pub viewers_ended_early: BTreeMap<String, u64>,
     pub senders_ended_early: BTreeMap<String, u64>,
     /// Sessions that did not close within the teardown deadline.
@@ -62,13 +124,44 @@ pub struct Connections {
 #[derive(Debug, Serialize)]
 pub struct Sends {
     pub planned: u64,
+    /// Written to the socket.
     pub sent: u64,
+    /// Where the server answers every send (the engine): its answers.
+    #[serde(flatten)]
+    pub answers: Option<Answers>,
+    pub sent_per_s: f64,
+    /// Errors senders received, by code (the engine's `error` frames,
+    /// NATS's `-ERR` texts).
+    pub errors: BTreeMap<String, u64>,
+    /// Bytes of one payload (the danmaku JSON; the send time in it varies
+    /// by a digit at most), where the report states it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<usize>,
+}
+
+impl Sends {
+    /// `P planned, S sent (R/s)`, and the answers or payload size where
+    /// the report has them.
+    fn summary(&self) -> String {
+        let mut out = format!(
+            "{} planned, {} sent ({:.1}/s)",
+            self.planned, self.sent, self.sent_per_s
+        );
+        if let Some(a) = &self.answers {
+            let _ = write!(out, ", {} accepted, {} rejected", a.accepted, a.rejected);
+        }
+        if let Some(bytes) = self.payload_bytes {
+            let _ = write!(out, ", {bytes} B payload");
+        }
+        out
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Answers {
     /// Seen accepted by their sender (own item broadcast back, or `ack`).
     pub accepted: u64,
     pub rejected: u64,
-    pub sent_per_s: f64,
-    /// `error` frames received by senders, by code.
-    pub errors: BTreeMap<String, u64>,
     /// Send to the sender seeing its own item come back.
     pub ack_latency_ms: Latency,
 }
@@ -77,7 +170,7 @@ pub struct Sends {
 pub struct Delivery {
     /// Items viewers received from this run (`count` included).
     pub deliveries: u64,
-    /// Accepted sends × connected viewers.
+    /// Accepted (or, without answers, sent) sends × connected viewers.
     pub expected: u64,
     /// deliveries / expected.
     pub ratio: f64,
@@ -87,10 +180,11 @@ pub struct Delivery {
     pub grace_used_s: f64,
     /// Send to receive, as every viewer saw it.
     pub latency_ms: Latency,
+    /// Frames (NATS: MSGs, one item each) viewers received.
     pub frames: u64,
     pub foreign_items: u64,
     pub undecodable_frames: u64,
-    /// `error` frames received by viewers, by code.
+    /// Errors viewers received, by code.
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -99,6 +193,7 @@ pub struct Latency {
     pub samples: u64,
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
@@ -114,6 +209,7 @@ impl Latency {
                 samples: 0,
                 p50: 0.0,
                 p90: 0.0,
+                p95: 0.0,
                 p99: 0.0,
                 p999: 0.0,
                 max: 0.0,
@@ -124,6 +220,7 @@ impl Latency {
             samples: h.len(),
             p50: ms(h.value_at_quantile(0.5)),
             p90: ms(h.value_at_quantile(0.9)),
+            p95: ms(h.value_at_quantile(0.95)),
             p99: ms(h.value_at_quantile(0.99)),
             p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
@@ -181,50 +278,70 @@ impl EngineReport {
             },
         }
     }
+
+    /// The summary line about the server's process, named `name`:
+    /// `per` is what `kb_per_connection` is per (session, connection);
+    /// `per_core`, deliveries per second per server core.
+    pub fn line(&self, name: &str, per: &str, per_core: Option<f64>) -> String {
+        let per_core =
+            per_core.map_or_else(String::new, |v| format!(", {v:.0} deliveries/s per core"));
+        format!(
+            "  {name:<12} pid {}: cpu {:.1} % sending ({:.1} % connecting){per_core}; rss {} idle, {} connected ({:.1} KiB/{per}), {} at end",
+            self.pid,
+            self.cpu_percent,
+            self.connect_cpu_percent,
+            mib(self.rss_idle_kb),
+            mib(self.rss_connected_kb),
+            self.kb_per_connection,
+            mib(self.rss_end_kb)
+        )
+    }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct GeneratorReport {
-    /// Over the same window as the engine's `cpu_percent`.
+    /// Over the same window as the server's `cpu_percent`.
     pub cpu_percent: f64,
     pub rss_kb: u64,
 }
 
-/// What a run measured, for [`Report::new`].
+/// What a fan-out run measured ([`crate::scenario::fan_out`]).
 pub struct Measured {
-    pub room_created: bool,
     pub run_tag: String,
+    /// Whether the server answered every send ([`crate::session::Protocol::ACKS`]).
+    pub acks: bool,
     pub ramp_s: f64,
-    pub send_window_s: f64,
     pub grace_used_s: f64,
     /// Totals and the count of sessions stuck at close.
     pub viewers: (Totals, u64),
     pub senders: (Totals, u64),
-    pub engine: Option<EngineReport>,
+    /// The server's process, when it was sampled.
+    pub server: Option<EngineReport>,
     pub generator: Option<GeneratorReport>,
-    pub engine_counters: BTreeMap<String, f64>,
 }
 
-impl Report {
-    pub fn new(args: &DanmakuArgs, m: Measured) -> Self {
-        let (viewers, viewers_stuck) = m.viewers;
-        let (senders, senders_stuck) = m.senders;
-        let expected = senders.accepted * viewers.connected;
-        let window = m.send_window_s.max(1e-9);
+impl FanoutRun {
+    pub fn new(load: &Load, m: &Measured) -> Self {
+        let (viewers, viewers_stuck) = &m.viewers;
+        let (senders, senders_stuck) = &m.senders;
+        let answered = if m.acks {
+            senders.accepted
+        } else {
+            senders.sent
+        };
+        let expected = answered * viewers.connected;
+        let send_window_s = load.duration.as_secs_f64();
+        let window = send_window_s.max(1e-9);
         Self {
-            scenario: "danmaku",
-            url: args.url.clone(),
-            room: args.room.clone(),
-            room_created: m.room_created,
-            run_tag: m.run_tag,
+            run_tag: m.run_tag.clone(),
             config: RunConfig {
-                viewers: args.viewers,
-                senders: args.senders,
-                rate: args.rate,
-                duration_s: args.duration.as_secs_f64(),
-                grace_s: args.grace.as_secs_f64(),
-                ramp: args.ramp,
-                unique_viewer_tokens: args.unique_viewer_tokens,
+                viewers: load.viewers,
+                senders: load.senders,
+                rate: load.rate,
+                duration_s: send_window_s,
+                grace_s: load.grace.as_secs_f64(),
+                ramp: load.ramp,
+                unique_viewer_tokens: None,
             },
             connections: Connections {
                 viewers_connected: viewers.connected,
@@ -237,13 +354,16 @@ impl Report {
                 stuck_at_close: viewers_stuck + senders_stuck,
             },
             sends: Sends {
-                planned: args.planned_sends(),
+                planned: load.planned_sends(),
                 sent: senders.sent,
-                accepted: senders.accepted,
-                rejected: senders.rejected,
+                answers: m.acks.then(|| Answers {
+                    accepted: senders.accepted,
+                    rejected: senders.rejected,
+                    ack_latency_ms: Latency::from_us(&senders.latency),
+                }),
                 sent_per_s: senders.sent as f64 / window,
                 errors: senders.errors.clone(),
-                ack_latency_ms: Latency::from_us(&senders.latency),
+                payload_bytes: None,
             },
             delivery: Delivery {
                 deliveries: viewers.deliveries,
@@ -254,7 +374,7 @@ impl Report {
                     viewers.deliveries as f64 / expected as f64
                 },
                 per_s: viewers.deliveries as f64 / window,
-                send_window_s: m.send_window_s,
+                send_window_s,
                 grace_used_s: m.grace_used_s,
                 latency_ms: Latency::from_us(&viewers.latency),
                 frames: viewers.frames,
@@ -262,34 +382,17 @@ impl Report {
                 undecodable_frames: viewers.undecodable + senders.undecodable,
                 errors: viewers.errors.clone(),
             },
-            engine: m.engine,
             generator: m.generator,
-            engine_counters: m.engine_counters,
         }
     }
 
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        write_json_file(self, path)
-    }
-
-    /// The human summary.
-    pub fn render(&self) -> String {
+    /// The human summary under `title`: `server` is the line about the
+    /// server's process ([`EngineReport::line`]), `last` one a report adds.
+    pub fn render(&self, title: &str, server: Option<String>, last: Option<String>) -> String {
         let c = &self.connections;
         let s = &self.sends;
         let d = &self.delivery;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "live-load danmaku  room {} ({})  run {}  {}",
-            self.room,
-            if self.room_created {
-                "created"
-            } else {
-                "reused"
-            },
-            self.run_tag,
-            self.url
-        );
+        let mut out = format!("{title}\n");
         let _ = writeln!(
             out,
             "  connections  viewers {}/{} in {:.1}s, senders {}/{}{}",
@@ -300,11 +403,7 @@ impl Report {
             self.config.senders,
             failures(&c.viewer_failures, &c.sender_failures)
         );
-        let _ = writeln!(
-            out,
-            "  sends        {} planned, {} sent ({:.1}/s), {} accepted, {} rejected",
-            s.planned, s.sent, s.sent_per_s, s.accepted, s.rejected
-        );
+        let _ = writeln!(out, "  sends        {}", s.summary());
         let _ = writeln!(
             out,
             "  deliveries   {} of {} expected ({:.3} %), {:.0}/s over {:.1}s, grace used {:.2}s",
@@ -316,7 +415,9 @@ impl Report {
             d.grace_used_s
         );
         let _ = writeln!(out, "  latency ms   {}", d.latency_ms.line());
-        let _ = writeln!(out, "  ack ms       {}", s.ack_latency_ms.line());
+        if let Some(a) = &s.answers {
+            let _ = writeln!(out, "  ack ms       {}", a.ack_latency_ms.line());
+        }
         let mut errors = d.errors.clone();
         for (code, n) in &s.errors {
             *errors.entry(code.clone()).or_default() += n;
@@ -341,37 +442,22 @@ impl Report {
                 d.foreign_items, d.undecodable_frames
             );
         }
-        if let Some(e) = &self.engine {
-            let _ = writeln!(
-                out,
-                "  engine       pid {}: cpu {:.1} % sending ({:.1} % connecting); rss {} idle, {} connected ({:.1} KiB/session), {} at end",
-                e.pid,
-                e.cpu_percent,
-                e.connect_cpu_percent,
-                mib(e.rss_idle_kb),
-                mib(e.rss_connected_kb),
-                e.kb_per_connection,
-                mib(e.rss_end_kb)
-            );
-        }
-        if let Some(g) = &self.generator {
-            let _ = writeln!(
-                out,
-                "  generator    cpu {:.1} % sending; rss {}",
-                g.cpu_percent,
-                mib(g.rss_kb)
-            );
-        }
-        if !self.engine_counters.is_empty() {
-            let list: Vec<String> = self
-                .engine_counters
-                .iter()
-                .map(|(k, v)| format!("{k} +{v}"))
-                .collect();
-            let _ = writeln!(out, "  counters     {}", list.join(", "));
+        let generator = self.generator.map(|g| g.line());
+        for line in [server, generator, last].into_iter().flatten() {
+            let _ = writeln!(out, "{line}");
         }
         out.truncate(out.trim_end().len());
         out
+    }
+}
+
+impl GeneratorReport {
+    fn line(&self) -> String {
+        format!(
+            "  generator    cpu {:.1} % sending; rss {}",
+            self.cpu_percent,
+            mib(self.rss_kb)
+        )
     }
 }
 
@@ -407,4 +493,98 @@ pub fn write_json_file(report: &impl Serialize, path: &Path) -> anyhow::Result<(
     }
     let json = serde_json::to_string_pretty(report).context("serializing the report")?;
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    pub(crate) fn load() -> Load {
+        Load {
+            viewers: 10,
+            senders: 2,
+            rate: 100,
+            ramp: 1000,
+            duration: Duration::from_secs(3),
+            grace: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub(crate) fn measured(acks: bool) -> Measured {
+        let viewers = Totals {
+            connected: 10,
+            deliveries: 2_900,
+            ..Totals::default()
+        };
+        let senders = Totals {
+            connected: 2,
+            sent: 300,
+            accepted: 290,
+            ..Totals::default()
+        };
+        Measured {
+            run_tag: "abc123".into(),
+            acks,
+            ramp_s: 0.5,
+            grace_used_s: 0.1,
+            viewers: (viewers, 0),
+            senders: (senders, 0),
+            server: None,
+            generator: None,
+        }
+    }
+
+    /// The keys of a report's JSON, and of its `config` and `sends`: each
+    /// sorted, separated by spaces.
+    pub(crate) fn layout(report: &impl Serialize) -> [String; 3] {
+        let json = serde_json::to_value(report).unwrap();
+        let keys = |value: &serde_json::Value| {
+            let mut keys: Vec<&str> = value
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            keys.sort_unstable();
+            keys.join(" ")
+        };
+        [keys(&json), keys(&json["config"]), keys(&json["sends"])]
+    }
+
+    #[test]
+    fn the_engine_report_keeps_its_fields_and_layout() {
+        let mut run = FanoutRun::new(&load(), &measured(true));
+        run.config.unique_viewer_tokens = Some(false);
+        let report = Report {
+            scenario: "danmaku",
+            url: "http://127.0.0.1:8080".into(),
+            room: "bench".into(),
+            room_created: true,
+            run,
+            engine: None,
+            engine_counters: BTreeMap::new(),
+        };
+        assert_eq!(report.delivery.expected, 2_900, "accepted × viewers");
+        assert_eq!(
+            layout(&report),
+            [
+                "config connections delivery engine engine_counters generator room room_created run_tag scenario sends url",
+                "duration_s grace_s ramp rate senders unique_viewer_tokens viewers",
+                "accepted ack_latency_ms errors planned rejected sent sent_per_s",
+            ]
+        );
+        assert_eq!(
+            report.render(),
+            "danmaku  room bench (created)  run abc123  http://127.0.0.1:8080\n\
+             \x20 connections  viewers 10/10 in 0.5s, senders 2/2\n\
+             \x20 sends        300 planned, 300 sent (100.0/s), 290 accepted, 0 rejected\n\
+             \x20 deliveries   2900 of 2900 expected (100.000 %), 967/s over 3.0s, grace used 0.10s\n\
+             \x20 latency ms   no samples\n\
+             \x20 ack ms       no samples\n\
+             \x20 errors       none"
+        );
+    }
 }

@@ -2,16 +2,14 @@
 //!
 //! Senders are moderators so the per-user rate limit (20 per 30 s) does not
 //! cap the offered load; what is measured is the room, not the limiter.
-//! The schedule is open-loop: the `n`th send is due at `start + offset +
-//! n * period` whatever happened to the previous one, and late ticks are
-//! sent at once (tokio's `Burst`), so a slow engine cannot quietly lower
-//! the rate it is offered. Every text is unique (sender and counter) so the
-//! engine never merges two of them into one item.
+//! The schedule is open-loop ([`session::run`]). Every text is unique
+//! (sender and counter) so the engine never merges two of them into one
+//! item.
 //!
 //! Senders run on a thread and runtime of their own ([`spawn_all`]): when
 //! thousands of viewers keep the main runtime busy, the schedule must not
 //! wait behind them, or the offered rate would sag with the generator's
-//! load instead of the engine's.
+//! load instead of the server's.
 //!
 //! A sender also watches the room: its own items coming back (or `ack`
 //! frames for them) count as accepted, with the round trip as ack latency;
@@ -21,15 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use protocol::v1::SendDanmaku;
 use protocol::v1::client_frame;
+use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Interval};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::time::Instant;
 
 use crate::scenario::{Phase, Shared, TEARDOWN, collect};
+use crate::session::{self, Protocol, Role};
 use crate::tally::{Tally, Totals};
 use crate::wire::{self, FrameView};
 
@@ -61,25 +59,47 @@ impl Plan {
     }
 }
 
-/// Starts every sender on a dedicated thread with a single-threaded
-/// runtime. The thread returns the senders' totals (and how many were stuck)
-/// once the phase reaches [`Phase::Stopping`] and they have closed.
-pub fn spawn_all(
+/// The JSON the `n`th danmaku of `sender` carries, whatever the server: a
+/// danmaku client frame whose `client_msg_id` ([`wire::msg_id`]) holds its
+/// send time, so that a viewer can time it ([`wire::sent_ns`]) and every
+/// server carries payloads of the same size.
+pub fn danmaku_payload(run_tag: &str, sender: u32, n: u64, sent_ns: u64) -> String {
+    protocol::encode_client_json(&client_frame::Frame::Danmaku(SendDanmaku {
+        text: format!("bench {sender} #{n}"),
+        mode: 0,
+        color: 0xFF_FF_FF,
+        client_msg_id: wire::msg_id(run_tag, sender, n, sent_ns),
+    }))
+}
+
+/// Starts the senders of `plans` on a dedicated thread, on `runtime` (a
+/// single-threaded one, built by the caller before the viewers take the
+/// file descriptors). The thread returns the senders' totals (and how many
+/// were stuck) once the phase reaches [`Phase::Stopping`] and they have
+/// closed.
+pub fn spawn_all<P: Protocol>(
+    runtime: Runtime,
+    protocol: Arc<P>,
     shared: Arc<Shared>,
-    jobs: Vec<(Plan, String)>,
+    plans: Vec<Plan>,
     phase: watch::Receiver<Phase>,
     ready: mpsc::UnboundedSender<Result<(), String>>,
 ) -> std::io::Result<std::thread::JoinHandle<(Totals, u64)>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     std::thread::Builder::new()
-        .name("live-load-senders".into())
+        .name("load-tests-senders".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let mut senders = JoinSet::new();
-                for (plan, url) in jobs {
-                    senders.spawn(run(shared.clone(), url, plan, phase.clone(), ready.clone()));
+                for plan in plans {
+                    let open = protocol.open(Role::Sender(plan), &shared);
+                    let sender = session::run(
+                        shared.clone(),
+                        open,
+                        Some(plan),
+                        phase.clone(),
+                        ready.clone(),
+                    );
+                    senders.spawn(sender);
                 }
                 drop(ready);
                 let mut phase = phase;
@@ -89,76 +109,9 @@ pub fn spawn_all(
         })
 }
 
-pub async fn run(
-    shared: Arc<Shared>,
-    url: String,
-    plan: Plan,
-    mut phase: watch::Receiver<Phase>,
-    ready: mpsc::UnboundedSender<Result<(), String>>,
-) -> Tally {
-    let mut ws = match wire::open_reporting(&url, shared.connect_timeout, ready).await {
-        Ok(ws) => ws,
-        Err(reason) => return Tally::failed(reason),
-    };
-    let prefix = wire::sender_prefix(&shared.run_tag, plan.index);
-    let mut tally = Tally::default();
-    let mut ticker: Option<Interval> = None;
-    loop {
-        tokio::select! {
-            biased;
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                match *phase.borrow_and_update() {
-                    Phase::Connecting => {}
-                    Phase::Sending { start } => {
-                        ticker = Some(tokio::time::interval_at(start + plan.offset, plan.period));
-                    }
-                    Phase::Draining => ticker = None,
-                    Phase::Stopping => break,
-                }
-            }
-            () = next_tick(&mut ticker), if tally.sent < plan.quota => {
-                let sent_ns = wire::unix_nanos();
-                let frame = client_frame::Frame::Danmaku(SendDanmaku {
-                    text: format!("bench {} #{}", plan.index, tally.sent),
-                    mode: 0,
-                    color: 0xFF_FF_FF,
-                    client_msg_id: wire::msg_id(&shared.run_tag, plan.index, tally.sent, sent_ns),
-                });
-                if let Err(error) = ws.send(Message::Text(protocol::encode_client_json(&frame).into())).await {
-                    tally.ended_early = Some(wire::describe(&error));
-                    return tally;
-                }
-                tally.sent += 1;
-                shared.progress.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            message = ws.next() => match wire::read(&message) {
-                wire::Read::Text(text) => on_text(&mut tally, &shared, &prefix, text),
-                wire::Read::Other => {}
-                wire::Read::Ended(reason) => {
-                    tally.ended_early = Some(reason);
-                    return tally;
-                }
-            },
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-    tally
-}
-
-async fn next_tick(ticker: &mut Option<Interval>) {
-    match ticker {
-        Some(ticker) => {
-            ticker.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Counts what came back for this sender's own sends.
-fn on_text(tally: &mut Tally, shared: &Shared, prefix: &str, text: &str) {
+/// Counts what came back for this sender's own sends (`prefix`: its
+/// [`wire::sender_prefix`]).
+pub fn on_text(tally: &mut Tally, shared: &Shared, prefix: &str, text: &str) {
     tally.frames += 1;
     let Ok(frame) = FrameView::parse(text) else {
         tally.undecodable += 1;
@@ -213,6 +166,18 @@ mod tests {
         assert_eq!(plans[9].quota, 100);
         assert_eq!(plans[0].period, Duration::from_millis(100));
         assert_eq!(plans[3].offset, Duration::from_millis(30));
+    }
+
+    #[test]
+    fn the_payload_is_a_danmaku_a_viewer_can_time() {
+        let sent = wire::unix_nanos() - 3_000_000;
+        let payload = danmaku_payload("r1", 4, 17, sent);
+        let view = FrameView::parse(&payload).unwrap();
+        assert_eq!(view.kind, "danmaku");
+        let id = view.client_msg_id.as_deref().unwrap();
+        assert_eq!(id, wire::msg_id("r1", 4, 17, sent));
+        assert_eq!(wire::sent_ns(id, "r1"), Some(sent));
+        assert!(payload.contains("\"bench 4 #17\""), "{payload}");
     }
 
     #[test]

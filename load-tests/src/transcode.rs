@@ -1,4 +1,4 @@
-//! `live-load transcode`: the engine's transcoder against the ffmpeg CLI
+//! `load-tests transcode`: the engine's transcoder against the ffmpeg CLI
 //! on the same input, the same ladder and the same encoder settings, side
 //! by side in one run; then how many ladders this machine keeps in real
 //! time at once.
@@ -312,7 +312,7 @@ struct ScratchDir(std::path::PathBuf);
 
 impl ScratchDir {
     fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("live-load-transcode-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("load-tests-transcode-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self(dir))
     }

@@ -1,4 +1,6 @@
-//! A viewer: one task, one socket, watching the room until told to stop.
+//! A viewer's count of what the engine's room sends it: one
+//! [`session::run`](crate::session::run) per viewer reads the socket, and
+//! [`on_text`] counts each text frame.
 //!
 //! Frames are read through [`FrameView`] (no allocation per item; see why
 //! there). It times every bench item it receives against the send time carried in
@@ -6,52 +8,11 @@
 //! write is one relaxed atomic add per frame (not per item), which lets the
 //! scenario end the grace period as soon as everything has arrived.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
-
-use crate::scenario::{Phase, Shared};
+use crate::scenario::Shared;
 use crate::tally::Tally;
 use crate::wire::{self, FrameView};
-
-/// Runs one viewer; reports the connection outcome on `ready` as soon as it
-/// is known, and returns what it counted when the run stops.
-pub async fn run(
-    shared: Arc<Shared>,
-    url: Arc<str>,
-    mut phase: watch::Receiver<Phase>,
-    ready: mpsc::UnboundedSender<Result<(), String>>,
-) -> Tally {
-    let mut ws = match wire::open_reporting(&url, shared.connect_timeout, ready).await {
-        Ok(ws) => ws,
-        Err(reason) => return Tally::failed(reason),
-    };
-    drop(url);
-    let mut tally = Tally::default();
-    loop {
-        tokio::select! {
-            biased;
-            changed = phase.changed() => {
-                if changed.is_err() || *phase.borrow_and_update() == Phase::Stopping {
-                    break;
-                }
-            }
-            message = ws.next() => match wire::read(&message) {
-                wire::Read::Text(text) => on_text(&mut tally, &shared, text),
-                wire::Read::Other => {}
-                wire::Read::Ended(reason) => {
-                    tally.ended_early = Some(reason);
-                    return tally;
-                }
-            },
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-    tally
-}
 
 /// Counts one text frame: deliveries and latencies of this run's items,
 /// other items as foreign, `error` frames by code.
@@ -93,6 +54,8 @@ pub fn on_text(tally: &mut Tally, shared: &Shared, text: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -29,7 +29,7 @@ pub fn room_url(base: &str, room: &str, token: &str) -> String {
 /// per socket by default: 2.5 GiB at 10 000 viewers, in the generator. A
 /// viewer reads frames of a few KiB and writes almost nothing, so small
 /// buffers cost nothing in throughput.
-fn config() -> WebSocketConfig {
+pub(crate) fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
@@ -40,18 +40,6 @@ fn config() -> WebSocketConfig {
 /// Opens a session and waits for its `welcome`: a connection counts as
 /// made only when the room has admitted it. The error is a short reason
 /// meant to be grouped and counted (`http 401`, `io ConnectionRefused`).
-/// [`open`], with the outcome reported on `ready` at once, so the scenario
-/// counts connections while other sessions are still opening.
-pub async fn open_reporting(
-    url: &str,
-    timeout: Duration,
-    ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
-) -> Result<Ws, String> {
-    let opened = open(url, timeout).await;
-    let _ = ready.send(opened.as_ref().map(|_| ()).map_err(Clone::clone));
-    opened
-}
-
 pub async fn open(url: &str, timeout: Duration) -> Result<Ws, String> {
     let attempt = async {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
@@ -131,6 +119,11 @@ pub fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A fresh tag for a run's `client_msg_id`s: six hex digits of the clock.
+pub fn run_tag() -> String {
+    format!("{:06x}", (unix_nanos() / 1000) & 0xff_ffff)
 }
 
 /// `client_msg_id` of the `n`th danmaku of `sender` in run `run`:

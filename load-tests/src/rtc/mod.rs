@@ -5,14 +5,19 @@
 //! optionally decode them. The engine's integration tests and the
 //! `sfu-fanout` benchmark use the same peers.
 //!
-//! Signalling is non-trickle: the offer goes out once ICE gathering is
-//! complete, with its host candidate on 127.0.0.1 (peers bind there only and
-//! have mDNS off: a loopback-only namespace has no multicast).
+//! Signalling is non-trickle: the offer (or, for a server that offers
+//! itself, the answer) goes out once ICE gathering is complete, with its
+//! one host candidate on 127.0.0.1 (peers bind there only and have mDNS
+//! off: a loopback-only namespace has no multicast). A peer of a server
+//! that will not use loopback (Janus, in its own network namespace) binds
+//! the address the runner reaches that server from instead
+//! ([`Subscriber::answer`]).
 
 mod keyframe_requests;
 mod publisher;
 mod subscriber;
 
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -89,10 +94,40 @@ fn codec_of_mime(mime: &str) -> Option<VideoCodec> {
     }
 }
 
-/// A peer connection on 127.0.0.1 with the default interceptors (NACK,
-/// RTCP reports, TWCC) plus, for publishers, keyframe requests delivered to
-/// the application.
-async fn peer_connection(
+/// The local address this machine sends from toward the host of `base`:
+/// the one a peer must bind so that its host candidate is reachable from
+/// that server (127.0.0.1 for a server on loopback, the runner's end of
+/// the veth pair for one in a namespace). A connected UDP socket asks the
+/// kernel's routing without sending anything.
+pub async fn local_address_toward(base: &str) -> anyhow::Result<IpAddr> {
+    let url = reqwest::Url::parse(base).with_context(|| format!("bad URL {base}"))?;
+    let host = url
+        .host_str()
+        .with_context(|| format!("no host in {base}"))?
+        .trim_matches(['[', ']']);
+    let port = url.port_or_known_default().unwrap_or(80);
+    let remote = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let unspecified: SocketAddr = if remote.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(unspecified).context("cannot open a UDP socket")?;
+    socket
+        .connect(remote)
+        .with_context(|| format!("no route to {remote}"))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+/// A peer connection whose only ICE socket (hence only host candidate) is
+/// on `bind`, with the default interceptors (NACK, RTCP reports, TWCC)
+/// plus, for publishers, keyframe requests delivered to the application.
+async fn peer_connection_on(
+    bind: IpAddr,
     mut media_engine: MediaEngine,
     handler: Arc<dyn PeerConnectionEventHandler>,
     deliver_keyframe_requests: bool,
@@ -112,7 +147,7 @@ async fn peer_connection(
         )
         .with_interceptor_registry(registry)
         .with_handler(handler)
-        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .with_udp_addrs(vec![SocketAddr::new(bind, 0)])
         .build()
         .await
         .context("building a webrtc-rs peer connection")
@@ -145,17 +180,7 @@ async fn negotiate(
     endpoint: &Endpoint<'_>,
 ) -> anyhow::Result<String> {
     let offer = pc.create_offer(None).await.context("creating an offer")?;
-    pc.set_local_description(offer)
-        .await
-        .context("applying the local offer")?;
-    wait_for(|| gathered.load(Ordering::Relaxed), Duration::from_secs(10))
-        .await
-        .context("ICE gathering did not complete")?;
-    let offer = pc
-        .local_description()
-        .await
-        .context("no local description after gathering")?
-        .sdp;
+    let offer = with_candidates(pc, offer, gathered).await?;
     let response = endpoint
         .http
         .post(format!("{}{}", endpoint.base, endpoint.path))
@@ -188,6 +213,43 @@ async fn negotiate(
         .await
         .context("applying the engine's answer")?;
     Ok(location)
+}
+
+/// Applies `description` (an offer or answer made here) and returns its
+/// SDP once ICE gathering is complete, candidates included: signalling is
+/// non-trickle, so the peer learns every candidate from this one SDP.
+async fn with_candidates(
+    pc: &impl PeerConnection,
+    description: RTCSessionDescription,
+    gathered: &AtomicBool,
+) -> anyhow::Result<String> {
+    pc.set_local_description(description)
+        .await
+        .context("applying the local description")?;
+    wait_for(|| gathered.load(Ordering::Relaxed), Duration::from_secs(10))
+        .await
+        .context("ICE gathering did not complete")?;
+    Ok(pc
+        .local_description()
+        .await
+        .context("no local description after gathering")?
+        .sdp)
+}
+
+/// Answers a remote offer (a server that offers, as Janus's streaming
+/// plugin does) and returns the complete answer SDP.
+async fn answer_offer(
+    pc: &impl PeerConnection,
+    offer_sdp: &str,
+    gathered: &AtomicBool,
+) -> anyhow::Result<String> {
+    let offer =
+        RTCSessionDescription::offer(offer_sdp.to_owned()).context("the offer is not SDP")?;
+    pc.set_remote_description(offer)
+        .await
+        .context("applying the remote offer")?;
+    let answer = pc.create_answer(None).await.context("creating an answer")?;
+    with_candidates(pc, answer, gathered).await
 }
 
 /// Ends a session: `DELETE` on its `Location`; returns the status.

@@ -19,7 +19,10 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
 };
 
-use super::{Endpoint, media_engine_with, negotiate, opus_codec, peer_connection, video_codec};
+use super::{
+    Endpoint, local_address_toward, media_engine_with, negotiate, opus_codec, peer_connection_on,
+    video_codec,
+};
 
 const VIDEO_SSRC: u32 = 0x5eed_0001;
 const AUDIO_SSRC: u32 = 0x5eed_0002;
@@ -94,7 +97,9 @@ impl Publisher {
             (audio.clone(), RtpCodecKind::Audio),
         ])?;
         let stats = Arc::new(PublisherStats::default());
-        let pc = peer_connection(media_engine, Arc::new(Handler(stats.clone())), true).await?;
+        let bind = local_address_toward(endpoint.base).await?;
+        let handler = Arc::new(Handler(stats.clone()));
+        let pc = peer_connection_on(bind, media_engine, handler, true).await?;
         let video_track = local_track(RtpCodecKind::Video, VIDEO_SSRC, video.clone())?;
         let audio_track = local_track(RtpCodecKind::Audio, AUDIO_SSRC, audio.clone())?;
         pc.add_track(video_track.clone() as Arc<dyn TrackLocal>)
@@ -163,9 +168,9 @@ fn local_track(
     codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters,
 ) -> anyhow::Result<Arc<TrackLocalStaticSample>> {
     let track = MediaStreamTrack::new(
-        "live-load".to_owned(),
-        format!("live-load-{kind}"),
-        format!("live-load {kind}"),
+        "load-tests".to_owned(),
+        format!("load-tests-{kind}"),
+        format!("load-tests {kind}"),
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {

@@ -1,6 +1,9 @@
-//! A WHEP subscriber: receives a stream, reassembles frames, and (when
-//! asked) decodes them with real decoders, recording what it saw.
+//! A subscriber: receives a stream, reassembles frames, and (when asked)
+//! decodes them with real decoders, recording what it saw. It offers over
+//! WHEP to the engine ([`Subscriber::start`]) or answers a server's offer
+//! (Janus: [`Subscriber::answer`]); either way the counters mean the same.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -14,12 +17,13 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    MediaEngine, PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
 };
 
 use super::{
-    Endpoint, VideoCodec as Codec, codec_of_mime, media_engine_with, negotiate, opus_codec,
-    peer_connection, video_codec,
+    Endpoint, VideoCodec as Codec, answer_offer, codec_of_mime, local_address_toward,
+    media_engine_with, negotiate, opus_codec, peer_connection_on, video_codec,
 };
 
 /// What a subscriber has received so far; counters only, read any time.
@@ -126,11 +130,31 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// A live WHEP session.
+/// A live receiving session: a WHEP session, or one answered for Janus.
 pub struct Subscriber {
     pc: Box<dyn PeerConnection>,
     location: String,
     stats: Arc<SubscriberStats>,
+}
+
+/// What a subscriber can receive: VP8, H.264 and Opus.
+fn receive_codecs() -> anyhow::Result<MediaEngine> {
+    media_engine_with(&[
+        (video_codec(Codec::Vp8), RtpCodecKind::Video),
+        (video_codec(Codec::H264), RtpCodecKind::Video),
+        (opus_codec(), RtpCodecKind::Audio),
+    ])
+}
+
+/// The handler every subscriber's connection reports to, and the stats
+/// it fills.
+fn handler_with_stats(decode: bool) -> (Arc<Handler>, Arc<SubscriberStats>) {
+    let stats = Arc::new(SubscriberStats::default());
+    let handler = Handler {
+        stats: stats.clone(),
+        decode,
+    };
+    (Arc::new(handler), stats)
 }
 
 impl Subscriber {
@@ -139,17 +163,9 @@ impl Subscriber {
     /// `decode`, every frame goes through a real decoder (costly: the
     /// benchmark decodes on a sample of its subscribers).
     pub async fn start(endpoint: &Endpoint<'_>, decode: bool) -> anyhow::Result<Self> {
-        let media_engine = media_engine_with(&[
-            (video_codec(Codec::Vp8), RtpCodecKind::Video),
-            (video_codec(Codec::H264), RtpCodecKind::Video),
-            (opus_codec(), RtpCodecKind::Audio),
-        ])?;
-        let stats = Arc::new(SubscriberStats::default());
-        let handler = Handler {
-            stats: stats.clone(),
-            decode,
-        };
-        let pc = peer_connection(media_engine, Arc::new(handler), false).await?;
+        let (handler, stats) = handler_with_stats(decode);
+        let bind = local_address_toward(endpoint.base).await?;
+        let pc = peer_connection_on(bind, receive_codecs()?, handler, false).await?;
         for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
             pc.add_transceiver_from_kind(
                 kind,
@@ -169,6 +185,31 @@ impl Subscriber {
         })
     }
 
+    /// Answers a server's offer to send (Janus's streaming plugin offers;
+    /// the viewer answers) and returns the subscriber with its complete
+    /// answer SDP, to be sent back by the caller's signalling. The
+    /// connection's one ICE socket is on `bind`, an address the server can
+    /// reach (loopback will not do for Janus). The session has no
+    /// `Location`. `decode` as for [`Subscriber::start`].
+    pub async fn answer(
+        offer_sdp: &str,
+        bind: IpAddr,
+        decode: bool,
+    ) -> anyhow::Result<(Self, String)> {
+        let (handler, stats) = handler_with_stats(decode);
+        let pc = peer_connection_on(bind, receive_codecs()?, handler, false).await?;
+        // The offer's m-lines make the transceivers (receive-only, since
+        // the server only sends).
+        let answer = answer_offer(&pc, offer_sdp, &stats.gathered).await?;
+        let subscriber = Self {
+            pc: Box::new(pc),
+            location: String::new(),
+            stats,
+        };
+        Ok((subscriber, answer))
+    }
+
+    /// The WHEP session's `Location`; empty for an answered session.
     pub fn location(&self) -> &str {
         &self.location
     }
