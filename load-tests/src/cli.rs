@@ -218,6 +218,10 @@ pub struct FanoutArgs {
     /// WHEP joins in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub join_concurrency: u16,
+    /// Each viewer joins only once the one before it shows its first frame
+    /// (what `join` measures: a viewer arriving alone).
+    #[arg(long)]
+    pub serial_joins: bool,
     #[command(flatten)]
     pub out: OutArgs,
 }

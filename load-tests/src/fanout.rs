@@ -41,6 +41,8 @@ use crate::scenario::note;
 const CONNECT: Duration = Duration::from_secs(15);
 /// The engine's forwarding-latency histogram.
 const FORWARD_METRIC: &str = "live_media_forward_seconds";
+/// How long a serial join waits for its first frame before the next.
+const FIRST_FRAME: Duration = Duration::from_secs(10);
 /// After the last join, before measuring: first frames land, rates settle.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -103,6 +105,14 @@ pub struct SubscribersReport {
     /// Join start (WHEP POST, or Janus `create`) -> first whole video
     /// frame, ms.
     pub join_to_first_frame_ms: Latency,
+    /// Where the join's time goes: start -> signalled (offer and answer
+    /// exchanged), signalled -> connected (ICE, DTLS), connected -> first
+    /// video packet (the SFU's keyframe request, the publisher's
+    /// keyframe), first packet -> first whole frame.
+    pub signalling_ms: Latency,
+    pub signalled_to_connected_ms: Latency,
+    pub connected_to_first_packet_ms: Latency,
+    pub first_packet_to_first_frame_ms: Latency,
     /// Received video payload per subscriber over the window, kbit/s.
     pub kbps_min: f64,
     pub kbps_median: f64,
@@ -247,9 +257,11 @@ impl Source {
     }
 }
 
-/// How a subscriber joined: when it began, whether it decodes.
+/// How a subscriber joined: when it began, when signalling was done
+/// (offer and answer exchanged), whether it decodes.
 struct Joined {
     started: Instant,
+    signalled: Instant,
     decode: bool,
 }
 
@@ -304,10 +316,26 @@ pub async fn run(sfu: Sfu<'_>, args: &FanoutArgs) -> anyhow::Result<FanoutReport
             let source = &source;
             async move {
                 let started = Instant::now();
-                (Joined { started, decode }, source.join(decode).await)
+                let viewer = source.join(decode).await;
+                let signalled = Instant::now();
+                if let (Ok(viewer), true) = (&viewer, args.serial_joins) {
+                    let stats = viewer.stats();
+                    let _ = crate::rtc::wait_for(|| stats.first_frame_at().is_some(), FIRST_FRAME)
+                        .await;
+                }
+                let joined = Joined {
+                    started,
+                    signalled,
+                    decode,
+                };
+                (joined, viewer)
             }
         })
-        .buffer_unordered(usize::from(args.join_concurrency))
+        .buffer_unordered(if args.serial_joins {
+            1
+        } else {
+            usize::from(args.join_concurrency)
+        })
         .collect::<Vec<_>>()
         .await;
     let mut viewers = Vec::new();
@@ -454,16 +482,35 @@ fn build_report(
     let window = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
     let get = SubscriberStats::get;
 
-    let mut join = Histogram::<u64>::new(3).expect("valid histogram precision");
+    let histogram = || Histogram::<u64>::new(3).expect("valid histogram precision");
+    let (mut join, mut signal, mut connect, mut first_packet, mut assemble) = (
+        histogram(),
+        histogram(),
+        histogram(),
+        histogram(),
+        histogram(),
+    );
+    let span = |h: &mut Histogram<u64>, from: Option<Instant>, to: Option<Instant>| {
+        if let (Some(from), Some(to)) = (from, to) {
+            let _ = h.record(to.saturating_duration_since(from).as_micros() as u64);
+        }
+    };
     let mut kbps = Vec::new();
     let (mut received, mut lost, mut worst, mut packets) = (0u64, 0u64, 0f64, 0u64);
     let mut jitter_ms = Vec::new();
     let (mut decoded, mut decode_errors, mut decoded_size) = (0, 0, None);
     for (index, (joined, viewer)) in viewers.iter().enumerate() {
         let stats = viewer.stats();
-        if let Some(first) = stats.first_frame_at() {
-            let _ = join.record(first.duration_since(joined.started).as_micros() as u64);
-        }
+        let (connected, packet, frame) = (
+            stats.connected_at(),
+            stats.first_packet_at(),
+            stats.first_frame_at(),
+        );
+        span(&mut join, Some(joined.started), frame);
+        span(&mut signal, Some(joined.started), Some(joined.signalled));
+        span(&mut connect, Some(joined.signalled), connected);
+        span(&mut first_packet, connected, packet);
+        span(&mut assemble, packet, frame);
         let (bytes0, packets0, lost0, audio0) = before.per_subscriber[index];
         let (bytes1, packets1, lost1, audio1) = after.per_subscriber[index];
         kbps.push((bytes1 - bytes0) as f64 * 8.0 / window / 1000.0);
@@ -551,6 +598,10 @@ fn build_report(
             joined: viewers.len() as u64,
             failed,
             join_to_first_frame_ms: Latency::from_us(&join),
+            signalling_ms: Latency::from_us(&signal),
+            signalled_to_connected_ms: Latency::from_us(&connect),
+            connected_to_first_packet_ms: Latency::from_us(&first_packet),
+            first_packet_to_first_frame_ms: Latency::from_us(&assemble),
             kbps_min: kbps.first().copied().unwrap_or(0.0),
             kbps_median: median(&kbps),
             kbps_max: kbps.last().copied().unwrap_or(0.0),
@@ -618,6 +669,14 @@ impl FanoutReport {
             s.joined,
             s.failed.len(),
             s.join_to_first_frame_ms.line()
+        );
+        let _ = writeln!(
+            out,
+            "  join p50     {:.0} ms signalling, {:.0} ms connecting, {:.0} ms to the first packet, {:.0} ms to the first frame",
+            s.signalling_ms.p50,
+            s.signalled_to_connected_ms.p50,
+            s.connected_to_first_packet_ms.p50,
+            s.first_packet_to_first_frame_ms.p50
         );
         let _ = writeln!(
             out,

@@ -84,6 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(target) => {
                     let args = load_tests::cli::FanoutArgs {
                         join_concurrency: 1,
+                        serial_joins: true,
                         ..args
                     };
                     let report =

@@ -400,6 +400,7 @@ pub async fn sfu_fanout(bench: &Bench, args: &FanoutArgs) -> anyhow::Result<Comp
 pub async fn join(bench: &Bench, args: &FanoutArgs) -> anyhow::Result<Comparison> {
     let args = FanoutArgs {
         join_concurrency: 1,
+        serial_joins: true,
         ..args.clone()
     };
     let (engine_report, janus_report) = both_sfus(bench, &args).await?;

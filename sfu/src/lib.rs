@@ -39,7 +39,8 @@ pub use peer::{PeerId, Role};
 pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
 pub use rendition::{Feed, RenditionLayer};
 pub use router::{
-    IngestFrame, Router, RouterConfig, SfuEvent, StreamInfo, StreamKey, TrackStats, Transmit,
+    IngestFrame, KEYFRAME_REQUEST_INTERVAL, Router, RouterConfig, SfuEvent, StreamInfo, StreamKey,
+    TrackStats, Transmit,
 };
 pub use transcode::{Transcode, TranscodeEvent, TranscodeJob};
 

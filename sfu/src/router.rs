@@ -20,6 +20,15 @@ use crate::rendition::{AutoFeed, Feed, FeedState, RenditionLayer, StreamMedia, p
 /// Where a subscriber's bandwidth estimate starts.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
 
+/// At most one keyframe request per publisher layer in this long. Each
+/// keyframe costs the publisher several frames' worth of bits, so joins
+/// and losses that come together share one; but every viewer that joins
+/// waits for the next one, so the window is what a join waits at worst.
+/// At 500 ms, viewers joining one after another waited ~500 ms each
+/// (`load-tests join`); at 250 ms a stream pays at most four extra
+/// keyframes a second in a flash crowd.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How often each peer reports its media counters.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -56,7 +65,7 @@ impl RouterConfig {
     pub fn new(host_candidate: SocketAddr) -> Self {
         Self {
             host_candidate,
-            keyframe_interval: Duration::from_millis(500),
+            keyframe_interval: KEYFRAME_REQUEST_INTERVAL,
             max_peers: 5000,
             max_subscribers_per_stream: 2000,
         }
@@ -995,6 +1004,11 @@ impl Router {
             return;
         };
         if writer.request_keyframe(rid, kind).is_ok() {
+            // str0m writes the PLI/FIR only when its session handles a
+            // timeout, which may be hundreds of milliseconds away (the
+            // next receiver report): a joining viewer would wait that
+            // long on top of the publisher's keyframe. Run it now.
+            let _ = peer.rtc.handle_input(Input::Timeout(now));
             peer.last_keyframe_request
                 .retain(|(m, r, _)| !(*m == mid && *r == rid));
             peer.last_keyframe_request.push((mid, rid, now));

@@ -1,6 +1,7 @@
 //! Headless Chromium driven through chromedriver's W3C HTTP API: pages,
 //! scripts, elements, and a screenshot when a wait fails.
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,12 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so that a test that fails (and never
+        // reaches `quit`) still takes chromedriver and every Chromium
+        // process with it when the Browser is dropped.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -146,14 +151,12 @@ impl Browser {
         }
     }
 
-    pub async fn quit(mut self) {
+    pub async fn quit(self) {
         let _ = self
             .http
             .delete(format!("{}/session/{}", self.base, self.session))
             .send()
             .await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) in the page.
@@ -231,5 +234,15 @@ impl Browser {
         let _ = std::fs::create_dir_all(dir);
         let _ = std::fs::write(&path, bytes);
         path
+    }
+}
+
+impl Drop for Browser {
+    /// Kills chromedriver's process group: the driver and the browsers it
+    /// started, however the test ended.
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).output();
+        let _ = self.driver.wait();
     }
 }

@@ -50,6 +50,10 @@ pub struct SubscriberStats {
     pub audio_samples: AtomicU64,
     /// Tracks whose stream ended (the engine closed or removed them).
     pub tracks_ended: AtomicU64,
+    /// When ICE and DTLS were done, the first video packet came, and the
+    /// first whole frame: where a join's time goes.
+    connected_at: OnceLock<Instant>,
+    first_packet: OnceLock<Instant>,
     first_frame: OnceLock<Instant>,
     mime_types: Mutex<Vec<String>>,
 }
@@ -78,6 +82,16 @@ impl SubscriberStats {
     /// When the first whole video frame arrived.
     pub fn first_frame_at(&self) -> Option<Instant> {
         self.first_frame.get().copied()
+    }
+
+    /// When the peer connection first reached `Connected`.
+    pub fn connected_at(&self) -> Option<Instant> {
+        self.connected_at.get().copied()
+    }
+
+    /// When the first video packet arrived.
+    pub fn first_packet_at(&self) -> Option<Instant> {
+        self.first_packet.get().copied()
     }
 
     /// The MIME type of each track received, lower-cased.
@@ -118,6 +132,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         if state == RTCPeerConnectionState::Connected {
+            self.stats.connected_at.get_or_init(Instant::now);
             self.stats.connected.store(true, Ordering::Relaxed);
         } else if self.stats.connected() {
             self.stats.disconnected.store(true, Ordering::Relaxed);
@@ -323,6 +338,7 @@ impl VideoReader {
     }
 
     fn push(&mut self, packet: rtc::rtp::Packet, stats: &SubscriberStats) {
+        stats.first_packet.get_or_init(Instant::now);
         stats.video_packets.fetch_add(1, Ordering::Relaxed);
         stats
             .video_bytes
