@@ -263,6 +263,49 @@ async fn studio_and_viewers_meet_in_the_web_app() {
     t.shutdown().await;
 }
 
+#[tokio::test]
+async fn pages_are_served_beside_the_api_with_caching_and_json_404s() {
+    let t = TestEngine::start_with(|c| c.web_dir = web_dist()).await;
+    let page = t
+        .http
+        .get(format!("{}/watch.html", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let modified = page.headers()["last-modified"].clone();
+    // A browser revalidating its cached copy gets 304, not a 404.
+    let cached = t
+        .http
+        .get(format!("{}/watch.html", t.base))
+        .header("if-modified-since", modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    for (path, message) in [
+        ("/nope.html", "no such page"),
+        ("/v1/nope", "no such route"),
+    ] {
+        let missing = t
+            .http
+            .get(format!("{}{path}", t.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+        let body: Value = missing.json().await.unwrap();
+        assert_eq!(body["error"]["message"], message, "{path}: {body}");
+    }
+    t.shutdown().await;
+}
+
 /// A token whose `exp` has passed (signed by the engine's key, so only its
 /// age is wrong).
 fn expired_token() -> String {

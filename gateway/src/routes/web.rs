@@ -3,6 +3,7 @@
 //! the engine. Paths of the API keep their JSON 404s.
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
@@ -26,8 +27,10 @@ pub async fn page(State(app): State<AppState>, request: Request) -> Response {
         .append_index_html_on_directories(true)
         .oneshot(request)
         .await;
+    // Everything ServeDir answers passes (200, 206 ranges, 304 for a
+    // cached page, redirects to a directory's slash) but its bare 404.
     match served {
-        Ok(response) if response.status().is_success() || response.status().is_redirection() => {
+        Ok(response) if response.status() != StatusCode::NOT_FOUND => {
             response.map(axum::body::Body::new)
         }
         _ => ApiError::not_found("no such page").into_response(),

@@ -27,6 +27,23 @@ export function feedLine(feed: HTMLElement, text: string, max = 200): HTMLLIElem
   return line;
 }
 
+/** A danmaku's line in a chat feed (`×N` when merged), found again by
+ * its seq when a moderator deletes it. */
+export function danmakuLine(
+  feed: HTMLElement,
+  item: { name: string; text: string; seq: number; count?: number },
+): HTMLLIElement {
+  const merged = item.count && item.count > 1 ? ` ×${item.count}` : "";
+  const line = feedLine(feed, `${item.name}: ${item.text}${merged}`);
+  line.dataset.seq = String(item.seq);
+  return line;
+}
+
+/** Takes a deleted danmaku's line out of a chat feed. */
+export function removeDanmakuLine(feed: HTMLElement, seq: number): void {
+  feed.querySelector(`[data-seq="${seq}"]`)?.remove();
+}
+
 export function randomKey(): string {
   return crypto.randomUUID();
 }

@@ -5,7 +5,7 @@
 import { api, explain } from "../lib/api";
 import { RoomSocket, type Frame } from "../lib/room";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
-import { $, feedLine, param, say, showLeaderboard } from "../lib/ui";
+import { $, danmakuLine, feedLine, param, removeDanmakuLine, say, showLeaderboard } from "../lib/ui";
 import { publish, watchStats, type MediaSession } from "../lib/webrtc";
 
 $("signin").innerHTML = SIGNIN_HTML;
@@ -109,14 +109,13 @@ $("stop").onclick = async () => {
 function onFrame(frame: Frame): void {
   switch (frame.type) {
     case "danmaku": {
-      const line = feedLine(chat, `${frame.name}: ${frame.text}`);
-      line.dataset.seq = String(frame.seq);
+      const line = danmakuLine(chat, frame);
       line.dataset.user = frame.user_id;
       line.append(moderation("Delete", () => remove(frame.seq)), moderation("Mute", () => mute(frame.user_id)));
       break;
     }
     case "danmaku_deleted":
-      chat.querySelector(`[data-seq="${frame.seq}"]`)?.remove();
+      removeDanmakuLine(chat, frame.seq);
       break;
     case "presence":
       $("viewers").textContent = String(frame.viewers);

@@ -9,7 +9,7 @@ import { Overlay, type Mode } from "../lib/overlay";
 import { RoomSocket, type Frame } from "../lib/room";
 import type { Session } from "../lib/session";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
-import { $, feedLine, param, randomKey, say, showLeaderboard } from "../lib/ui";
+import { $, danmakuLine, feedLine, param, randomKey, removeDanmakuLine, say, showLeaderboard } from "../lib/ui";
 import { play, watchStats, type Layer, type MediaSession } from "../lib/webrtc";
 
 interface GiftInfo {
@@ -64,7 +64,7 @@ void loadGifts(session);
 /** Plays the stream over WHEP; on failure, tries again or falls back. */
 async function watch(): Promise<void> {
   stopPlayback();
-  void learnCreator();
+  if (!creator) void learnCreator();
   const mine = ++attempt;
   const layer = $<HTMLSelectElement>("quality").value as Layer;
   let playing: MediaSession;
@@ -118,7 +118,6 @@ async function watch(): Promise<void> {
 
 /** The stream's publisher, from the room's live streams. */
 async function learnCreator(): Promise<void> {
-  if (param("to")) return;
   try {
     const { streams } = await api<{ streams: { stream: string; publisher_user_id: string }[] }>(
       `/v1/rooms/${encodeURIComponent(room)}/streams`,
@@ -179,12 +178,11 @@ function onFrame(frame: Frame): void {
     case "danmaku": {
       const mine = frame.user_id === session.claims.user_id;
       overlay.show({ text: frame.text, mode: frame.mode, color: frame.color, mine });
-      const line = feedLine(chat, `${frame.name}: ${frame.text}${frame.count && frame.count > 1 ? ` ×${frame.count}` : ""}`);
-      line.dataset.seq = String(frame.seq);
+      danmakuLine(chat, frame);
       break;
     }
     case "danmaku_deleted":
-      chat.querySelector(`[data-seq="${frame.seq}"]`)?.remove();
+      removeDanmakuLine(chat, frame.seq);
       break;
     case "presence":
       $("viewers").textContent = String(frame.viewers);
