@@ -55,6 +55,10 @@ pub struct UserArgs {
     hub: Arc<RoomHub>,
     tx: SessionTx,
     limiter: SharedLimiter,
+    /// Gifts of this session waiting for the room's answer: key -> how
+    /// many sends of it wait (a client retrying before the first answer).
+    /// Retries join the first send instead of costing the room each.
+    waiting_gifts: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Actor for UserActor {
@@ -104,11 +108,7 @@ impl UserArgs {
                 .error("forbidden", "your token has no `chat` grant", &cmid);
         }
         if !self.info.grants.moderate {
-            let verdict = self
-                .limiter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .try_acquire(Instant::now());
+            let verdict = lock(&self.limiter).try_acquire(Instant::now());
             if let Err(retry_after) = verdict {
                 metrics::counter!("live_danmaku_rejected_total", "reason" => "rate_limited")
                     .increment(1);
@@ -155,6 +155,15 @@ impl UserArgs {
                 &key,
             ));
         }
+        if !key.is_empty() {
+            let mut waiting = lock(&self.waiting_gifts);
+            if let Some(sends) = waiting.get_mut(&key) {
+                *sends += 1;
+                metrics::counter!("live_gift_retries_joined_total").increment(1);
+                return;
+            }
+            waiting.insert(key.clone(), 1);
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let submit = GiftSubmit {
             user_id: self.info.user_id.clone(),
@@ -173,8 +182,11 @@ impl UserArgs {
             .actor()
             .is_some_and(|room| room.cast(RoomMsg::Gift(Box::new(submit))).is_ok());
         let tx = self.tx.clone();
+        let waiting = self.waiting_gifts.clone();
         tokio::spawn(async move {
-            let frame = match answer.await {
+            let answer = answer.await;
+            let joined = lock(&waiting).remove(&key).map_or(0, |sends| sends - 1);
+            let frame = match answer {
                 _ if !delivered => refusal_frame(&GiftRefusal::unavailable(), &key),
                 Ok(Ok(answer)) => Frame::GiftReceipt(GiftReceiptFrame {
                     idempotency_key: key,
@@ -185,7 +197,19 @@ impl UserArgs {
                 Ok(Err(refusal)) => refusal_frame(&refusal, &key),
                 Err(_) => refusal_frame(&GiftRefusal::unavailable(), &key),
             };
+            // One answer per send: the retries that joined get the same
+            // one, a receipt marked `replayed` (nothing more was charged).
+            let copy = (joined > 0).then(|| match &frame {
+                Frame::GiftReceipt(receipt) => Frame::GiftReceipt(GiftReceiptFrame {
+                    replayed: true,
+                    ..receipt.clone()
+                }),
+                other => other.clone(),
+            });
             tx.send(frame);
+            for copy in std::iter::repeat_n(copy, joined as usize).flatten() {
+                tx.send(copy);
+            }
         });
     }
 }
@@ -201,6 +225,10 @@ fn gift_error(code: &str, message: &str, key: &str) -> Frame {
         idempotency_key: key.to_owned(),
         ..Default::default()
     })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The limiter every session of one user in one room shares.
@@ -271,6 +299,7 @@ impl Actor for SessionSupervisor {
             hub,
             tx,
             limiter: entry.0.clone(),
+            waiting_gifts: Arc::default(),
         };
         let result = UserActor::spawn_linked(None, UserActor, args, myself.get_cell()).await;
         let result = match result {

@@ -53,7 +53,7 @@ async fn gift(t: &TestEngine, token: &str, key: Option<&str>, body: Value) -> Po
 /// The next frame that is not presence or a leaderboard/goal update.
 async fn next_gift_frame(client: &mut Client) -> Frame {
     loop {
-        match client.next_frame().await {
+        match client.next_leaf().await {
             Frame::Presence(_) | Frame::Leaderboard(_) | Frame::GiftGoal(_) => continue,
             frame => return frame,
         }
@@ -62,7 +62,7 @@ async fn next_gift_frame(client: &mut Client) -> Frame {
 
 async fn next_leaderboard(client: &mut Client) -> Vec<(String, u64)> {
     loop {
-        if let Frame::Leaderboard(board) = client.next_frame().await {
+        if let Frame::Leaderboard(board) = client.next_leaf().await {
             return board
                 .entries
                 .into_iter()
@@ -228,6 +228,69 @@ async fn a_gift_over_websocket_is_charged_once_broadcast_and_combos() {
     };
     assert_eq!(error.code, "forbidden");
     assert_eq!(balance(&t, "alice").await, 950);
+    t.shutdown().await;
+}
+
+/// A client hammering retry on one socket: every send gets its answer,
+/// all name one gift, it is charged and broadcast once. (Retries that
+/// arrive while the first is with the room join it in the session; later
+/// ones are replayed by the room: either way one receipt is the original.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_retries_on_one_socket_gets_one_answer_each_and_one_charge() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    assert_eq!(top_up(&t, "alice", 1_000, "pay-1").await.status, 201);
+    let alice_token = t.token("alice", "r1", &["subscribe", "gift"]).await;
+    let mut alice = Client::connect(&t.ws_url("r1"), &alice_token, None).await;
+    let mut watcher = t.chatter("watcher", "r1").await;
+
+    const SENDS: usize = 10;
+    for _ in 0..SENDS {
+        alice
+            .send_json(json!({ "type": "gift", "gift_id": "heart", "count": 1, "to": "streamer", "idempotency_key": "burst-1" }))
+            .await;
+    }
+    let mut receipts = Vec::new();
+    let mut broadcasts = 0;
+    while receipts.len() < SENDS {
+        match next_gift_frame(&mut alice).await {
+            Frame::GiftReceipt(receipt) => receipts.push(receipt),
+            Frame::Gift(_) => broadcasts += 1,
+            other => panic!("expected receipts, got {other:?}"),
+        }
+    }
+    assert!(receipts.iter().all(|r| r.idempotency_key == "burst-1"));
+    assert!(
+        receipts.iter().all(|r| r.id == receipts[0].id),
+        "one gift id for every send: {receipts:?}"
+    );
+    assert_eq!(
+        receipts.iter().filter(|r| !r.replayed).count(),
+        1,
+        "one original, the rest replays: {receipts:?}"
+    );
+    assert!(receipts.iter().all(|r| r.balance == 990));
+    assert_eq!(balance(&t, "alice").await, 990, "charged once");
+
+    // The room saw one gift: the next gift broadcast is the next key's.
+    alice
+        .send_json(json!({ "type": "gift", "gift_id": "heart", "count": 1, "to": "streamer", "idempotency_key": "burst-2" }))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        if let Frame::Gift(gift) = next_gift_frame(&mut watcher).await {
+            seen.push(gift.id);
+            if seen.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen[0], receipts[0].id);
+    assert_ne!(seen[1], receipts[0].id, "the burst was broadcast once");
+    assert!(
+        broadcasts <= 1,
+        "the sender saw the burst broadcast at most once"
+    );
     t.shutdown().await;
 }
 
@@ -581,7 +644,7 @@ async fn a_rooms_own_goal_is_set_by_a_moderator_and_survives_a_restart() {
         );
     }
     let reached = loop {
-        if let Frame::GiftGoal(goal) = watcher.next_frame().await
+        if let Frame::GiftGoal(goal) = watcher.next_leaf().await
             && goal.coins == 100
         {
             break goal;
@@ -601,7 +664,7 @@ async fn a_rooms_own_goal_is_set_by_a_moderator_and_survives_a_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let resumed = loop {
-        if let Frame::GiftGoal(goal) = watcher.next_frame().await
+        if let Frame::GiftGoal(goal) = watcher.next_leaf().await
             && goal.coins > 100
         {
             break goal;

@@ -33,6 +33,10 @@ pub struct Cli {
     /// and peers alike (default: 0, when there is more than one core).
     #[arg(long, global = true)]
     pub server_cpus: Option<String>,
+    /// Write a CPU profile (flame graph and hottest functions, from `perf
+    /// record`) of every server the runner starts into this directory.
+    #[arg(long, global = true)]
+    pub profile: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -149,9 +153,13 @@ pub struct GiftsArgs {
     /// Distinct gifts per second, in total.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rate: u32,
-    /// Concurrent requests per gift, all with its key (1: no retries).
+    /// Concurrent sends per gift, all with its key (1: no retries).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retries: u32,
+    /// How gifts travel: the room socket (as the web app sends them) or
+    /// the HTTP API.
+    #[arg(long, value_enum, default_value_t = GiftTransport::Ws)]
+    pub transport: GiftTransport,
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     #[command(flatten)]
@@ -172,6 +180,16 @@ impl GiftsArgs {
 
 /// Upper bound on subscribers in one generator process.
 pub const MAX_SUBSCRIBERS: u32 = 2_000;
+
+/// How the gifts scenario sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GiftTransport {
+    /// `gift` frames on one room socket per sender.
+    Ws,
+    /// `POST /v1/rooms/{room}/gifts`, one request per send.
+    Http,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CodecArg {

@@ -1,11 +1,13 @@
-//! The `gifts` scenario: a sustained gift storm over HTTP in which every
-//! gift is sent `--retries` times at once with the same `Idempotency-Key`
-//! (a client that retries aggressively), against the embedded store.
+//! The `gifts` scenario: a sustained gift storm in which every gift is sent
+//! `--retries` times at once with the same idempotency key (a client that
+//! retries aggressively), against the embedded store. Over the room socket
+//! (`--transport ws`, what the web app does: one socket per sender, `gift`
+//! frames) or the HTTP API (`--transport http`: one POST per send).
 //!
 //! ```text
-//!   health -> room -> fund each sender's wallet -> tokens
+//!   health -> room -> fund each sender's wallet -> tokens (-> sockets)
 //!   -> for --duration: gifts at --rate in total, each one as --retries
-//!      concurrent POSTs with one key; the first 200/201 is its ack
+//!      concurrent sends with one key; the first receipt is its ack
 //!   -> wait for stragglers -> read every sender's balance back
 //! ```
 //!
@@ -28,7 +30,8 @@ use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::admin::Admin;
-use crate::cli::{GiftsArgs, Target};
+use crate::cli::{GiftTransport, GiftsArgs, Target};
+use crate::gift_socket::GiftSocket;
 use crate::proc_stats::{ProcReader, ProcSample};
 use crate::report::Latency;
 use crate::scenario::note;
@@ -36,8 +39,13 @@ use crate::scenario::note;
 /// The gift every send carries: a flower, 50 coins.
 const GIFT: &str = "flower";
 const PRICE: u64 = 50;
-/// Requests in flight at once, across all senders.
-const IN_FLIGHT: usize = 512;
+/// Whom every gift goes to.
+const RECIPIENT: &str = "bench-streamer";
+/// Sends in flight at once, across all senders: over HTTP each one holds
+/// a connection; over the sockets a frame costs no more than its bytes,
+/// and the cap only keeps a stalled engine from piling up unbounded work.
+const HTTP_IN_FLIGHT: usize = 512;
+const WS_IN_FLIGHT: usize = 20_000;
 
 #[derive(Debug, Serialize)]
 pub struct GiftsReport {
@@ -46,6 +54,7 @@ pub struct GiftsReport {
     pub senders: u32,
     pub rate: u32,
     pub retries: u32,
+    pub transport: GiftTransport,
     pub window_s: f64,
     /// Distinct gifts acknowledged during the storm, per second of it.
     pub committed_per_s: f64,
@@ -60,7 +69,9 @@ pub struct GiftsReport {
     pub overcharged_coins: i128,
     /// Each key's first acknowledgement, from its first request.
     pub ack_latency_ms: Latency,
-    pub refused: HashMap<u16, u64>,
+    /// Sends not answered with a receipt, by reason (`http 409`, an error
+    /// frame's code, `timeout`).
+    pub refused: HashMap<String, u64>,
     pub engine_cpu_percent: Option<f64>,
     pub generator_cpu_percent: Option<f64>,
 }
@@ -70,7 +81,7 @@ struct Outcome {
     /// Per key: the gift ids answered.
     ids: HashMap<String, Vec<String>>,
     latency: Option<Histogram<u64>>,
-    refused: HashMap<u16, u64>,
+    refused: HashMap<String, u64>,
 }
 
 pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsReport> {
@@ -88,9 +99,12 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
             .top_up(&user, funds, &format!("fund-{user}"))
             .await
             .with_context(|| format!("funding {user}"))?;
-        let token = admin.mint(&user, &user, &args.room, &["gift"]).await?;
+        let token = admin
+            .mint(&user, &user, &args.room, &["subscribe", "gift"])
+            .await?;
         senders.push((user, token));
     }
+    let channels = open_channels(&admin, args, &senders).await?;
     let balances_before = balances(&admin, &senders).await?;
     note(&format!(
         "{} senders, {} gifts/s in total, each sent {} times with one key, for {:?}",
@@ -102,8 +116,10 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
         ..Outcome::default()
     }));
     let requests = Arc::new(AtomicU64::new(0));
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let path = format!("{}/v1/rooms/{}/gifts", admin.base(), args.room);
+    let permits = Arc::new(Semaphore::new(match args.transport {
+        GiftTransport::Http => HTTP_IN_FLIGHT,
+        GiftTransport::Ws => WS_IN_FLIGHT,
+    }));
     let before = (sample(&engine), sample(&generator), Instant::now());
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let planned = (args.duration.as_secs_f64() * f64::from(args.rate)) as u64;
@@ -113,13 +129,11 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for n in 0..planned {
         tick.tick().await;
-        let (user, token) = &senders[(n % u64::from(args.senders)) as usize];
-        let key = format!("{run_tag}-{user}-{n}");
-        keys.push((key.clone(), token.clone()));
+        let sender = (n % u64::from(args.senders)) as usize;
+        let key = format!("{run_tag}-{}-{n}", senders[sender].0);
+        keys.push((key.clone(), sender));
         let send = Send {
-            http: admin.http().clone(),
-            path: path.clone(),
-            token: token.clone(),
+            channel: channels[sender].clone(),
             key,
             retries: args.retries,
             permits: permits.clone(),
@@ -140,7 +154,7 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
     // would, retry every key that got no answer, so the books can be
     // compared with every key settled one way or the other.
     let acknowledged = outcome.lock().await.ids.len() as u64;
-    let unanswered: Vec<(String, String)> = {
+    let unanswered: Vec<(String, usize)> = {
         let outcome = outcome.lock().await;
         keys.into_iter()
             .filter(|(key, _)| !outcome.ids.contains_key(key))
@@ -152,14 +166,22 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
             unanswered.len()
         ));
     }
-    let retries = unanswered.into_iter().map(|(key, token)| {
+    // A client whose socket was closed under it retries on a new one.
+    let channels = match args.transport {
+        GiftTransport::Ws if !unanswered.is_empty() => {
+            open_channels(&admin, args, &senders).await?
+        }
+        _ => channels,
+    };
+    // One by one as a client would, not all at once: a burst of every
+    // unanswered key would be a storm of its own.
+    let retry_permits = Arc::new(Semaphore::new(HTTP_IN_FLIGHT));
+    let retries = unanswered.into_iter().map(|(key, sender)| {
         Send {
-            http: admin.http().clone(),
-            path: path.clone(),
-            token,
+            channel: channels[sender].clone(),
             key,
             retries: 1,
-            permits: permits.clone(),
+            permits: retry_permits.clone(),
             requests: Arc::new(AtomicU64::new(0)),
             outcome: outcome.clone(),
         }
@@ -192,6 +214,7 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
         senders: args.senders,
         rate: args.rate,
         retries: args.retries,
+        transport: args.transport,
         window_s: window,
         committed_per_s: acknowledged as f64 / window,
         requests_per_s: requests.load(Ordering::Relaxed) as f64 / window,
@@ -207,11 +230,46 @@ pub async fn run(target: &Target, args: &GiftsArgs) -> anyhow::Result<GiftsRepor
     })
 }
 
-/// One gift: `retries` concurrent POSTs with one key.
+/// One channel per sender: its HTTP client, or its own room socket.
+async fn open_channels(
+    admin: &Admin,
+    args: &GiftsArgs,
+    senders: &[(String, String)],
+) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(senders.len());
+    for (_, token) in senders {
+        channels.push(match args.transport {
+            GiftTransport::Http => Channel::Http {
+                http: admin.http().clone(),
+                path: format!("{}/v1/rooms/{}/gifts", admin.base(), args.room),
+                token: token.clone(),
+            },
+            GiftTransport::Ws => {
+                let url = crate::wire::room_url(admin.base(), &args.room, token);
+                Channel::Ws(Arc::new(GiftSocket::open(&url).await?))
+            }
+        });
+    }
+    Ok(channels)
+}
+
+/// How one sender's gifts travel.
+#[derive(Clone)]
+enum Channel {
+    Http {
+        http: reqwest::Client,
+        path: String,
+        token: String,
+    },
+    Ws(Arc<GiftSocket>),
+}
+
+/// How long one send waits for its answer.
+const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+
+/// One gift: `retries` concurrent sends with one key.
 struct Send {
-    http: reqwest::Client,
-    path: String,
-    token: String,
+    channel: Channel,
     key: String,
     retries: u32,
     permits: Arc<Semaphore>,
@@ -229,7 +287,7 @@ impl Send {
     async fn run_recording(self, timed: bool) {
         let started = Instant::now();
         let attempts = (0..self.retries).map(|_| self.attempt());
-        let answers: Vec<Result<String, u16>> = join_all(attempts).await;
+        let answers: Vec<Result<String, String>> = join_all(attempts).await;
         let first = started.elapsed();
         let mut outcome = self.outcome.lock().await;
         let mut acknowledged = false;
@@ -239,7 +297,7 @@ impl Send {
                     acknowledged = true;
                     outcome.ids.entry(self.key.clone()).or_default().push(id);
                 }
-                Err(status) => *outcome.refused.entry(status).or_default() += 1,
+                Err(reason) => *outcome.refused.entry(reason).or_default() += 1,
             }
         }
         if acknowledged
@@ -250,25 +308,53 @@ impl Send {
         }
     }
 
-    async fn attempt(&self) -> Result<String, u16> {
-        let _permit = self.permits.acquire().await.map_err(|_| 0u16)?;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self
-            .http
-            .post(&self.path)
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", &self.key)
-            .json(&json!({ "gift_id": GIFT, "count": 1, "to": "bench-streamer" }))
-            .timeout(Duration::from_secs(10))
-            .send()
+    /// One send: the gift id, or why not.
+    async fn attempt(&self) -> Result<String, String> {
+        let _permit = self
+            .permits
+            .acquire()
             .await
-            .map_err(|_| 0u16)?;
-        let status = response.status().as_u16();
-        if status != 200 && status != 201 {
-            return Err(status);
+            .map_err(|_| "stopped".to_owned())?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match &self.channel {
+            Channel::Http { http, path, token } => {
+                let response = http
+                    .post(path)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", &self.key)
+                    .json(&json!({ "gift_id": GIFT, "count": 1, "to": RECIPIENT }))
+                    .timeout(ANSWER_LIMIT)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "http error"
+                        }
+                        .to_owned()
+                    })?;
+                let status = response.status().as_u16();
+                let refused = || format!("http {status}");
+                if status != 200 && status != 201 {
+                    return Err(refused());
+                }
+                let body: serde_json::Value = response.json().await.map_err(|_| refused())?;
+                body["id"].as_str().map(str::to_owned).ok_or_else(refused)
+            }
+            Channel::Ws(socket) => {
+                let frame = json!({
+                    "type": "gift",
+                    "gift_id": GIFT,
+                    "count": 1,
+                    "to": RECIPIENT,
+                    "idempotency_key": self.key,
+                });
+                socket
+                    .send(&self.key, frame.to_string(), ANSWER_LIMIT)
+                    .await
+            }
         }
-        let body: serde_json::Value = response.json().await.map_err(|_| status)?;
-        body["id"].as_str().map(str::to_owned).ok_or(status)
     }
 }
 
@@ -294,8 +380,8 @@ impl GiftsReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "gifts  {} senders  {} gifts/s x {} retries  window {:.1}s  {}",
-            self.senders, self.rate, self.retries, self.window_s, self.url
+            "gifts  {} senders  {} gifts/s x {} retries over {:?}  window {:.1}s  {}",
+            self.senders, self.rate, self.retries, self.transport, self.window_s, self.url
         );
         let _ = writeln!(
             out,

@@ -45,6 +45,7 @@ pub mod admin;
 pub mod cli;
 pub mod compare;
 pub mod fanout;
+pub mod gift_socket;
 pub mod gifts;
 pub mod peers;
 pub mod proc_stats;

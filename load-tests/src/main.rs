@@ -34,6 +34,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(dir) = &cli.profile {
+        load_tests::peers::profile::enable(dir)?;
+    }
     let bench = || Bench::new(cli.engine_bin.clone(), cli.server_cpus.clone());
     match cli.command {
         Command::Danmaku(args) => {

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, DanmakuArgs, FanoutArgs, GiftsArgs, OutArgs, SuiteArgs, TranscodeArgs,
+    Cli, Command, DanmakuArgs, FanoutArgs, GiftTransport, GiftsArgs, OutArgs, SuiteArgs,
+    TranscodeArgs,
 };
 use crate::compare::{self, Better, Comparison, Machine, Row, SuiteReport};
 use crate::fanout;
@@ -304,7 +305,8 @@ pub async fn gifts(bench: &Bench, args: &GiftsArgs) -> anyhow::Result<Comparison
     let rows = vec![
         Row::new("committed gifts/s", "/s", Better::Higher)
             .values(Some(report.committed_per_s), None),
-        Row::new("HTTP requests/s", "/s", Better::Higher).values(Some(report.requests_per_s), None),
+        Row::new("sends/s (retries included)", "/s", Better::Higher)
+            .values(Some(report.requests_per_s), None),
         Row::new("ack p99", "ms", Better::Lower).values(Some(report.ack_latency_ms.p99), None),
         Row::new("lost", "", Better::Lower).values(Some(report.lost as f64), None),
         Row::new("duplicates", "", Better::Lower).values(Some(report.duplicates as f64), None),
@@ -315,11 +317,16 @@ pub async fn gifts(bench: &Bench, args: &GiftsArgs) -> anyhow::Result<Comparison
         peer: "no peer".into(),
         setup: format!(
             "{} senders, {} gifts/s asked for {:.0} s, each gift sent {} times at once with one \
-             Idempotency-Key; the books are checked after (every key charged exactly once).",
+             idempotency key, {}; the books are checked after (every key charged exactly once).",
             args.senders,
             args.rate,
             args.duration.as_secs_f64(),
-            args.retries
+            args.retries,
+            match args.transport {
+                GiftTransport::Ws =>
+                    "as `gift` frames on one room socket per sender (the web app's way)",
+                GiftTransport::Http => "as HTTP POSTs",
+            }
         ),
         rows,
         engine_report: json(&report),
@@ -586,6 +593,7 @@ pub async fn danmaku(bench: &Bench, args: &DanmakuArgs) -> anyhow::Result<Compar
             cpus: bench.cpus(),
             namespace: None,
             log_dir: &dir,
+            profile: true,
         })?;
         let ws = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, ws_port));
         server

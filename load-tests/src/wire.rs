@@ -160,8 +160,9 @@ pub fn for_each_leaf<'a>(frame: &'a Frame, f: &mut impl FnMut(&'a Frame)) {
 }
 
 /// The few fields of a server frame a viewer counts, borrowed from the
-/// text: the `type` tag, `client_msg_id`, `count`, an error's `code` and a
-/// batch's `items`; everything else is skipped unread.
+/// text: the `type` tag, `client_msg_id`, `count`, an error's `code`, a
+/// gift answer's `id` and `idempotency_key`, and a batch's `items`;
+/// everything else is skipped unread.
 ///
 /// Why not [`protocol::decode_server_json`]: a viewer decodes every item of
 /// every broadcast, and 10 000 viewers at 1 000 danmaku/s are 10 million
@@ -180,6 +181,12 @@ pub struct FrameView<'a> {
     pub count: Option<u32>,
     #[serde(default, borrow)]
     pub code: Option<Cow<'a, str>>,
+    /// A gift receipt's id.
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    /// The key a gift receipt or a gift's error answers.
+    #[serde(default, borrow)]
+    pub idempotency_key: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub items: Vec<FrameView<'a>>,
 }

@@ -67,6 +67,7 @@ async fn start_nats(dir: &Path) -> (Server, u16) {
         cpus: None,
         namespace: None,
         log_dir: dir,
+        profile: false,
     })
     .unwrap();
     server

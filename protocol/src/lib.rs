@@ -48,18 +48,26 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Committed danmaku as one frame: `danmaku` for one item, `batch` for more.
-pub fn danmaku_frame(mut items: Vec<v1::DanmakuItem>) -> server_frame::Frame {
-    if items.len() == 1 {
-        return server_frame::Frame::Danmaku(items.remove(0));
+/// Frames as one: the frame itself when there is one, else a `batch`.
+pub fn batch_frame(mut frames: Vec<server_frame::Frame>) -> server_frame::Frame {
+    if frames.len() == 1 {
+        return frames.remove(0);
     }
-    let items = items
+    let items = frames
         .into_iter()
-        .map(|item| v1::ServerFrame {
-            frame: Some(server_frame::Frame::Danmaku(item)),
-        })
+        .map(|frame| v1::ServerFrame { frame: Some(frame) })
         .collect();
     server_frame::Frame::Batch(v1::Batch { items })
+}
+
+/// Committed danmaku as one frame: `danmaku` for one item, `batch` for more.
+pub fn danmaku_frame(items: Vec<v1::DanmakuItem>) -> server_frame::Frame {
+    batch_frame(
+        items
+            .into_iter()
+            .map(server_frame::Frame::Danmaku)
+            .collect(),
+    )
 }
 
 /// Decodes a client frame from JSON text (`{"type": ...}`).

@@ -76,7 +76,7 @@ pub struct RoomState {
     /// Gift sends the store has not answered yet: a drain or close waits
     /// for them, so no sender is left without its receipt.
     gifts_in_flight: usize,
-    leaderboard_tick_pending: bool,
+    publish_tick_pending: bool,
 }
 
 struct Accepted {
@@ -169,7 +169,7 @@ impl Actor for RoomActor {
             last_presence: u64::MAX,
             gifts,
             gifts_in_flight: 0,
-            leaderboard_tick_pending: false,
+            publish_tick_pending: false,
             config,
         })
     }
@@ -246,13 +246,13 @@ impl Actor for RoomActor {
                     // gift that reached it, like a stream's events.
                     state.store.append_event(event).await?;
                 }
-                state.schedule_leaderboard(&myself);
+                state.schedule_publish(&myself);
                 state.settle(&myself);
             }
-            RoomMsg::LeaderboardTick => {
-                state.leaderboard_tick_pending = false;
-                state.gifts.publish_leaderboard(&state.hub, now_ms());
-                state.schedule_leaderboard(&myself);
+            RoomMsg::PublishTick => {
+                state.publish_tick_pending = false;
+                state.gifts.publish(&state.hub, now_ms());
+                state.schedule_publish(&myself);
             }
             RoomMsg::Leaderboard(reply) => {
                 let _ = reply.send(state.gifts.top());
@@ -472,6 +472,7 @@ impl RoomState {
         {
             self.broadcast(flush);
         }
+        self.gifts.flush(&self.hub);
         for waiter in self.drain_waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -488,14 +489,14 @@ impl RoomState {
         }
     }
 
-    /// Wakes the room when a throttled leaderboard frame is owed.
-    fn schedule_leaderboard(&mut self, myself: &ActorRef<RoomMsg>) {
-        if self.leaderboard_tick_pending {
+    /// Wakes the room when held gifts or a throttled leaderboard are owed.
+    fn schedule_publish(&mut self, myself: &ActorRef<RoomMsg>) {
+        if self.publish_tick_pending {
             return;
         }
-        if let Some(wait) = self.gifts.leaderboard_wait(now_ms()) {
-            self.leaderboard_tick_pending = true;
-            myself.send_after(wait, || RoomMsg::LeaderboardTick);
+        if let Some(wait) = self.gifts.publish_wait(now_ms()) {
+            self.publish_tick_pending = true;
+            myself.send_after(wait, || RoomMsg::PublishTick);
         }
     }
 

@@ -76,6 +76,10 @@ pub struct GiftsConfig {
     pub leaderboard_size: usize,
     /// At most one `leaderboard` frame per this interval.
     pub leaderboard_interval: Duration,
+    /// At most one gift broadcast per this window: a lone gift goes out at
+    /// once, a storm as one `batch` per window (with the goal's latest
+    /// progress) rather than a frame per gift to every viewer.
+    pub broadcast_window: Duration,
     /// Every room's gift goal: `(target coins, window)`; `None` for none.
     pub goal: Option<(u64, Duration)>,
 }
@@ -88,6 +92,7 @@ impl Default for GiftsConfig {
             combo_window_ms: gifts::DEFAULT_COMBO_WINDOW_MS,
             leaderboard_size: 10,
             leaderboard_interval: Duration::from_secs(1),
+            broadcast_window: Duration::from_millis(50),
             goal: None,
         }
     }
@@ -162,6 +167,11 @@ pub struct RoomGifts {
     /// is owed (sent by the next tick).
     last_leaderboard_ms: u64,
     leaderboard_owed: bool,
+    /// Committed gifts not yet broadcast, whether the goal's progress
+    /// changed since it was last sent, and when gifts last went out.
+    unsent: Vec<Frame>,
+    goal_owed: bool,
+    last_broadcast_ms: u64,
     /// Sends at the store, by (sender, key): a retry that arrives while its
     /// original is in flight waits for the original's answer instead of
     /// costing the store a second command (single flight). Retries that
@@ -212,6 +222,9 @@ impl RoomGifts {
             leaderboard,
             last_leaderboard_ms: 0,
             leaderboard_owed: false,
+            unsent: Vec::new(),
+            goal_owed: false,
+            last_broadcast_ms: 0,
             in_flight: HashMap::new(),
         })
     }
@@ -343,7 +356,8 @@ impl RoomGifts {
         {
             metrics::counter!("live_gifts_total").increment(1);
             metrics::counter!("live_gift_coins_total").increment(receipt.gift.total);
-            goal_event = self.apply(room_id, hub, &submit.name, &receipt.gift);
+            goal_event = self.apply(room_id, &submit.name, &receipt.gift);
+            self.publish(hub, now_ms());
         }
         // Retries that waited on this send get its answer, as replays.
         for waiter in waiters {
@@ -357,10 +371,11 @@ impl RoomGifts {
         goal_event
     }
 
+    /// Updates combos, leaderboard and goal with a new gift and queues its
+    /// broadcast; returns the goal's event when this gift reached it.
     fn apply(
         &mut self,
         room_id: &str,
-        hub: &RoomHub,
         name: &str,
         gift: &GiftRecord,
     ) -> Option<storage::OutboxEvent> {
@@ -380,37 +395,25 @@ impl RoomGifts {
             _ => (gift.gift_id.clone(), u64::from(gift.count)),
         };
         self.combos.expire(gift.created_ms);
-        hub.publish(Broadcast::new(
-            Frame::Gift(GiftItem {
-                id: gift.gift_id.clone(),
-                user_id: gift.sender.clone(),
-                name: name.to_owned(),
-                to: gift.recipient.clone(),
-                gift_id: gift.gift.clone(),
-                gift_name: catalog_gift.map(|g| g.name.clone()).unwrap_or_default(),
-                tier: catalog_gift.map_or(1, |g| u32::from(g.tier)),
-                count: gift.count,
-                coins: gift.total,
-                combo_id,
-                combo_count,
-                ts_ms: gift.created_ms,
-            }),
-            None,
-        ));
+        self.unsent.push(Frame::Gift(GiftItem {
+            id: gift.gift_id.clone(),
+            user_id: gift.sender.clone(),
+            name: name.to_owned(),
+            to: gift.recipient.clone(),
+            gift_id: gift.gift.clone(),
+            gift_name: catalog_gift.map(|g| g.name.clone()).unwrap_or_default(),
+            tier: catalog_gift.map_or(1, |g| u32::from(g.tier)),
+            count: gift.count,
+            coins: gift.total,
+            combo_id,
+            combo_count,
+            ts_ms: gift.created_ms,
+        }));
         self.leaderboard.add(&gift.sender, gift.total);
         self.leaderboard_owed = true;
-        self.publish_leaderboard(hub, gift.created_ms);
         let goal = self.goal.as_mut()?;
         let reached = goal.add(gift.total, gift.created_ms);
-        hub.publish(Broadcast::new(
-            Frame::GiftGoal(GiftGoal {
-                target: goal.target,
-                coins: goal.progress(),
-                window_ms: goal.window_ms,
-                reached: goal.progress() >= goal.target,
-            }),
-            None,
-        ));
+        self.goal_owed = true;
         let coins = reached?;
         Some(outbox_event(
             events::GIFT_GOAL_REACHED,
@@ -425,9 +428,43 @@ impl RoomGifts {
         ))
     }
 
-    /// Sends the leaderboard if one is owed and the interval has passed;
-    /// called after each gift and by the room's tick.
-    pub fn publish_leaderboard(&mut self, hub: &RoomHub, now_ms: u64) {
+    /// Broadcasts what is owed and due: the unsent gifts (and the goal)
+    /// once the broadcast window has passed, the leaderboard once its
+    /// interval has. Called after each gift and by the room's tick.
+    pub fn publish(&mut self, hub: &RoomHub, now_ms: u64) {
+        let window = self.config.broadcast_window.as_millis() as u64;
+        if now_ms.saturating_sub(self.last_broadcast_ms) >= window {
+            self.publish_unsent(hub, now_ms);
+        }
+        self.publish_leaderboard(hub, now_ms);
+    }
+
+    /// Broadcasts the held gifts now, window or not: a drain or a close
+    /// must not leave a committed gift unseen.
+    pub fn flush(&mut self, hub: &RoomHub) {
+        self.publish_unsent(hub, now_ms());
+    }
+
+    fn publish_unsent(&mut self, hub: &RoomHub, now_ms: u64) {
+        if !self.unsent.is_empty() {
+            self.last_broadcast_ms = now_ms;
+            let mut frames = std::mem::take(&mut self.unsent);
+            if std::mem::take(&mut self.goal_owed)
+                && let Some(goal) = &self.goal
+            {
+                frames.push(Frame::GiftGoal(GiftGoal {
+                    target: goal.target,
+                    coins: goal.progress(),
+                    window_ms: goal.window_ms,
+                    reached: goal.progress() >= goal.target,
+                }));
+            }
+            hub.publish(Broadcast::new(protocol::batch_frame(frames), None));
+        }
+    }
+
+    /// Sends the leaderboard if one is owed and the interval has passed.
+    fn publish_leaderboard(&mut self, hub: &RoomHub, now_ms: u64) {
         let interval = self.config.leaderboard_interval.as_millis() as u64;
         if !self.leaderboard_owed || now_ms.saturating_sub(self.last_leaderboard_ms) < interval {
             return;
@@ -446,13 +483,23 @@ impl RoomGifts {
         ));
     }
 
-    /// How long until an owed leaderboard frame may go out, if one is owed.
-    pub fn leaderboard_wait(&self, now_ms: u64) -> Option<Duration> {
-        if !self.leaderboard_owed {
-            return None;
-        }
-        let interval = self.config.leaderboard_interval.as_millis() as u64;
-        let due = self.last_leaderboard_ms.saturating_add(interval);
+    /// How long until something owed may go out (unsent gifts, the
+    /// leaderboard), if anything is owed.
+    pub fn publish_wait(&self, now_ms: u64) -> Option<Duration> {
+        let due = |owed: bool, last: u64, interval: Duration| {
+            owed.then(|| last.saturating_add(interval.as_millis() as u64))
+        };
+        let gifts = due(
+            !self.unsent.is_empty(),
+            self.last_broadcast_ms,
+            self.config.broadcast_window,
+        );
+        let leaderboard = due(
+            self.leaderboard_owed,
+            self.last_leaderboard_ms,
+            self.config.leaderboard_interval,
+        );
+        let due = gifts.into_iter().chain(leaderboard).min()?;
         Some(Duration::from_millis(due.saturating_sub(now_ms).max(1)))
     }
 

@@ -77,8 +77,8 @@ pub enum RoomMsg {
     Gift(Box<GiftSubmit>),
     /// The store answered a gift send started by the room.
     GiftStored(Box<GiftStored>),
-    /// A throttled leaderboard frame is due.
-    LeaderboardTick,
+    /// Held gift broadcasts or a throttled leaderboard frame are due.
+    PublishTick,
     /// The room's top gifters, highest first.
     Leaderboard(RpcReplyPort<Vec<(String, u64)>>),
     /// Sets the room's own gift goal `(target coins, window ms)`, or
@@ -110,7 +110,7 @@ impl std::fmt::Debug for RoomMsg {
             Self::Mute { .. } => "Mute",
             Self::Gift(_) => "Gift",
             Self::GiftStored(_) => "GiftStored",
-            Self::LeaderboardTick => "LeaderboardTick",
+            Self::PublishTick => "PublishTick",
             Self::Leaderboard(_) => "Leaderboard",
             Self::SetGoal { .. } => "SetGoal",
             Self::Drain(_) => "Drain",

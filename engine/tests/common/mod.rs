@@ -205,6 +205,8 @@ pub struct Client {
     pending: std::collections::VecDeque<DanmakuItem>,
     /// Non-danmaku frames received while waiting for danmaku.
     pub others: Vec<Frame>,
+    /// Frames of a batch [`Self::next_leaf`] has not returned yet.
+    leaves: std::collections::VecDeque<Frame>,
 }
 
 impl Client {
@@ -221,6 +223,7 @@ impl Client {
             welcome: Default::default(),
             pending: Default::default(),
             others: Vec::new(),
+            leaves: Default::default(),
         };
         match client.next_frame().await {
             Frame::Welcome(welcome) => client.welcome = welcome,
@@ -286,6 +289,22 @@ impl Client {
                 }
                 Message::Close(frame) => panic!("socket closed: {frame:?}"),
                 _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, a batch's items one by one (gift broadcasts travel
+    /// in batches under load, with the goal's progress).
+    pub async fn next_leaf(&mut self) -> Frame {
+        loop {
+            if let Some(frame) = self.leaves.pop_front() {
+                return frame;
+            }
+            match self.next_frame().await {
+                Frame::Batch(batch) => self
+                    .leaves
+                    .extend(batch.items.into_iter().filter_map(|item| item.frame)),
+                frame => return frame,
             }
         }
     }

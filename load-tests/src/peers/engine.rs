@@ -72,6 +72,7 @@ pub async fn start(setup: EngineSetup<'_>) -> anyhow::Result<RunningEngine> {
         cpus: setup.cpus,
         namespace: setup.namespace,
         log_dir: setup.work,
+        profile: true,
     })?;
     let url = format!("http://{http}");
     let health = format!("{url}/healthz");

@@ -121,6 +121,7 @@ pub async fn start(
         cpus,
         namespace: Some(namespace),
         log_dir: &setup.dir,
+        profile: true,
     })?;
     let info = format!("{}/janus/info", setup.base_url());
     let http = reqwest::Client::new();

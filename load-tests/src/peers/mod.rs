@@ -8,4 +8,5 @@ pub mod janus;
 pub mod nats_ws;
 pub mod netns;
 pub mod process;
+pub mod profile;
 pub mod rtp_feed;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::netns::Namespace;
+use super::profile::Profiler;
 
 /// How to start one server.
 pub struct Launch<'a> {
@@ -25,12 +26,16 @@ pub struct Launch<'a> {
     pub namespace: Option<&'a Namespace>,
     /// Where `<name>.log` goes.
     pub log_dir: &'a Path,
+    /// Whether `--profile` samples it (servers compared, not feeders).
+    pub profile: bool,
 }
 
 pub struct Server {
     name: String,
     child: Child,
     log: PathBuf,
+    profile: bool,
+    profiler: Option<Profiler>,
 }
 
 /// How long a server gets to stop after TERM before it is killed.
@@ -61,6 +66,8 @@ impl Server {
             name: launch.name.to_owned(),
             child,
             log,
+            profile: launch.profile,
+            profiler: None,
         })
     }
 
@@ -83,6 +90,9 @@ impl Server {
         let deadline = Instant::now() + limit;
         loop {
             if ready().await {
+                if self.profile {
+                    self.profiler = Profiler::attach(&self.name, self.pid())?;
+                }
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
@@ -120,6 +130,12 @@ impl Server {
     }
 
     fn terminate(&mut self) {
+        if let Some(profiler) = self.profiler.take() {
+            match profiler.finish() {
+                Ok(svg) => eprintln!("profile of {}: {}", self.name, svg.display()),
+                Err(error) => eprintln!("no profile of {}: {error:#}", self.name),
+            }
+        }
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }

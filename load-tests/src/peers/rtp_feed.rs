@@ -116,6 +116,7 @@ pub fn start(
         cpus: None,
         namespace: None,
         log_dir,
+        profile: false,
     })
 }
 
