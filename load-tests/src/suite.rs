@@ -33,8 +33,8 @@ const FULL: &[&str] = &[
     "join --n 20 --duration 1s",
     "danmaku --n 1000 --senders 10 --rate 200 --duration 15s",
     "danmaku --n 5000 --senders 10 --rate 100 --duration 15s",
-    "gifts --rate 1000 --retries 1 --duration 10s",
-    "gifts --rate 500 --retries 10 --duration 10s",
+    "gifts --rate 4500 --retries 10 --duration 10s",
+    "gifts --rate 500 --retries 10 --duration 10s --transport http",
 ];
 
 /// `load-tests all --quick`: the same scenarios, tiny and short.
