@@ -11,6 +11,7 @@
 //! | [`dedupe`]     | resends answered with their first seq ([`RecentIds`])       |
 //! | [`batch`]      | what to broadcast, when: batches and merges ([`Batcher`])   |
 //! | [`gifts`]      | catalog, pricing and split ([`gifts::charge`]), combos, leaderboard, goals |
+//! | [`story`]      | story graphs (validation), the branching runtime: votes, gift goals, keywords, timers |
 //!
 //! ## How a danmaku flows through it
 //!
@@ -57,6 +58,7 @@ pub mod dedupe;
 pub mod gifts;
 pub mod moderation;
 pub mod rate;
+pub mod story;
 
 pub use batch::{BatchConfig, Batcher, Flush, Merged};
 pub use danmaku::{DanmakuLimits, InvalidDanmaku, ValidDanmaku, validate};
