@@ -53,7 +53,7 @@ pub use hub::{Broadcast, RoomHub, SessionTx};
 pub use recording::{LiveRecordings, RecordingConfig};
 pub use room::{
     GiftAnswer, GiftRefusal, GiftSubmit, GiftsConfig, RoomError, RoomMsg, RoomSupervisorMsg,
-    SharedCatalog,
+    SharedCatalog, StoryCommand, StoryView,
 };
 pub use session::{Grants, SessionInfo, SessionSupervisorMsg, UserMsg};
 

@@ -22,7 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use crate::config::ActorsConfig;
 use crate::hub::{RoomHub, SessionTx, error_frame};
-use crate::room::{GiftRefusal, GiftSubmit, RoomMsg, Submit};
+use crate::room::{GiftRefusal, GiftSubmit, RoomMsg, Submit, VoteSubmit};
 
 /// What a session's token allows inside its room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,6 +89,7 @@ impl Actor for UserActor {
             }
             client_frame::Frame::Danmaku(input) => state.danmaku(input),
             client_frame::Frame::Gift(input) => state.gift(input),
+            client_frame::Frame::Vote(input) => state.vote(input),
             // A media-plane command: the connection task sends it there.
             client_frame::Frame::Layer(_) => {}
         }
@@ -211,6 +212,29 @@ impl UserArgs {
                 tx.send(copy);
             }
         });
+    }
+}
+
+impl UserArgs {
+    /// To the room, whose story run counts it (anyone in the room may
+    /// vote: joining took the `subscribe` grant) and answers the sender.
+    fn vote(&mut self, input: protocol::v1::CastVote) {
+        let submit = VoteSubmit {
+            user_id: self.info.user_id.clone(),
+            input,
+            sender: self.tx.clone(),
+        };
+        let delivered = self
+            .hub
+            .actor()
+            .is_some_and(|room| room.cast(RoomMsg::Vote(Box::new(submit))).is_ok());
+        if !delivered {
+            self.tx.error(
+                "unavailable",
+                "the room is restarting, please vote again",
+                "",
+            );
+        }
     }
 }
 

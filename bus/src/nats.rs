@@ -70,6 +70,17 @@ pub const STREAMS: &[StreamSpec] = &[
         subjects: "live.gift_goal.>",
         max_age: Duration::from_secs(30 * 24 * 3600),
     },
+    // Branching stories: where each run went and what the audience chose.
+    StreamSpec {
+        name: "LIVE_STORIES",
+        subjects: "live.story.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
+    StreamSpec {
+        name: "LIVE_VOTES",
+        subjects: "live.vote.>",
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    },
 ];
 
 #[derive(Debug, Clone)]

@@ -79,6 +79,12 @@ impl From<actors::RoomError> for ApiError {
             ItemNotFound(what) => Self::not_found(format!("{what} not found")),
             Unavailable(why) => Self::unavailable(why),
             Storage(why) => Self::internal(format!("storage: {why}")),
+            NoStory => Self::new(
+                StatusCode::NOT_FOUND,
+                "no_story",
+                "no story is running in this room",
+            ),
+            StoryRefused(why) => Self::new(StatusCode::CONFLICT, "story_refused", why),
         }
     }
 }

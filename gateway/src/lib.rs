@@ -29,7 +29,7 @@ pub use error::ApiError;
 pub use routes::hls::url_signing_key;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, tokens, vod, web};
+use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, story, tokens, vod, web};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
@@ -70,6 +70,16 @@ pub fn router(app: AppState) -> Router {
             "/vod/signed/{expires}/{signature}/{id}/{*file}",
             get(vod::signed_file),
         )
+        .route("/v1/stories", post(story::upload))
+        .route("/v1/stories/{id}/{version}", get(story::get))
+        .route(
+            "/v1/rooms/{room}/story",
+            get(story::show).post(story::start).delete(story::stop),
+        )
+        .route("/v1/rooms/{room}/story/pause", post(story::pause))
+        .route("/v1/rooms/{room}/story/resume", post(story::resume))
+        .route("/v1/rooms/{room}/story/choose", post(story::choose))
+        .route("/v1/rooms/{room}/story/jump", post(story::jump))
         .route("/v1/rooms/{room}/danmaku", get(danmaku::history))
         .route("/v1/rooms/{room}/danmaku/{seq}", delete(danmaku::delete))
         .route(

@@ -172,7 +172,7 @@ pub use embedded::{DB_FILE, EmbeddedOptions, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use model::{
     CatalogEntry, DANMAKU_BUCKET_SIZE, Earnings, GiftOutcome, GiftReceipt, GiftRecord, LedgerLine,
-    Mute, OutboxEvent, OutboxRow, Room, Settlement, TermScope, TopUp, TopUpOutcome,
+    Mute, OutboxEvent, OutboxRow, Room, Settlement, StoryGraphPut, TermScope, TopUp, TopUpOutcome,
     VOD_DANMAKU_SEGMENT_MS, VodAsset, VodDanmaku, VodRendition, VodStatus, account, danmaku_bucket,
 };
 pub use store::Store;

@@ -145,6 +145,16 @@ pub enum TopUpOutcome {
     Overflow,
 }
 
+/// The result of [`crate::Store::put_story_graph`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoryGraphPut {
+    Created,
+    /// The same version with the same content was there already.
+    Unchanged,
+    /// That version exists with other content: versions are immutable.
+    Conflict,
+}
+
 /// One line of the double-entry ledger: every transfer's lines sum to zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerLine {

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::{
     CatalogEntry, Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow,
-    Result, Room, Settlement, TermScope, TopUp, TopUpOutcome, VodAsset, VodDanmaku,
+    Result, Room, Settlement, StoryGraphPut, TermScope, TopUp, TopUpOutcome, VodAsset, VodDanmaku,
 };
 
 /// The engine's durable state, partition by partition.
@@ -162,6 +162,31 @@ pub trait Store: Send + Sync + 'static {
     async fn put_vod_danmaku(&self, vod_id: &str, items: Vec<VodDanmaku>) -> Result<usize>;
     /// The danmaku of one replay segment, by offset.
     async fn vod_danmaku(&self, vod_id: &str, segment: u32) -> Result<Vec<VodDanmaku>>;
+
+    // ---- stories — graphs: partition graph_id by version; runs: partition room_id ----
+
+    /// Stores a graph version (its JSON as uploaded), once: a version is
+    /// immutable, so other content under it is a conflict.
+    async fn put_story_graph(
+        &self,
+        graph_id: &str,
+        version: u32,
+        spec: String,
+        created_ms: u64,
+    ) -> Result<StoryGraphPut>;
+    async fn story_graph(&self, graph_id: &str, version: u32) -> Result<Option<String>>;
+    /// Replaces a room's story run state and appends the events of the
+    /// change, in one transaction.
+    async fn save_story_run(
+        &self,
+        room_id: &str,
+        state: String,
+        updated_ms: u64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<()>;
+    async fn story_run(&self, room_id: &str) -> Result<Option<String>>;
+    /// Forgets a room's run (the operator stopped it); whether there was one.
+    async fn delete_story_run(&self, room_id: &str) -> Result<bool>;
 
     // ---- outbox ----
 

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use protocol::v1::DanmakuItem;
 use storage::{
     Earnings, EmbeddedOptions, EmbeddedStore, GiftOutcome, GiftRecord, OutboxEvent, Room,
-    Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome, VodAsset, VodDanmaku,
-    VodRendition, VodStatus, account,
+    Settlement, Store, StoreError, StoryGraphPut, TermScope, TopUp, TopUpOutcome, VodAsset,
+    VodDanmaku, VodRendition, VodStatus, account,
 };
 use tempfile::TempDir;
 
@@ -864,6 +864,55 @@ mod suite {
         assert!(store.vod_danmaku("v2", 0).await.unwrap().is_empty());
     }
 
+    pub async fn story_graph_versions_are_immutable(store: &dyn Store) {
+        let put = |spec: &str| store.put_story_graph("launch", 1, spec.to_owned(), 10);
+        assert_eq!(put("{\"a\":1}").await.unwrap(), StoryGraphPut::Created);
+        assert_eq!(put("{\"a\":1}").await.unwrap(), StoryGraphPut::Unchanged);
+        assert_eq!(put("{\"a\":2}").await.unwrap(), StoryGraphPut::Conflict);
+        assert_eq!(
+            store.story_graph("launch", 1).await.unwrap().as_deref(),
+            Some("{\"a\":1}"),
+            "a conflict leaves the first content"
+        );
+        assert_eq!(
+            store
+                .put_story_graph("launch", 2, "{}".into(), 11)
+                .await
+                .unwrap(),
+            StoryGraphPut::Created
+        );
+        assert_eq!(store.story_graph("launch", 3).await.unwrap(), None);
+        assert_eq!(store.story_graph("other", 1).await.unwrap(), None);
+    }
+
+    pub async fn a_story_run_is_replaced_whole_with_its_events(store: &dyn Store) {
+        assert_eq!(store.story_run("r1").await.unwrap(), None);
+        store
+            .save_story_run("r1", "state-1".into(), 1, vec![event("s1")])
+            .await
+            .unwrap();
+        store
+            .save_story_run("r1", "state-2".into(), 2, vec![event("s2"), event("s3")])
+            .await
+            .unwrap();
+        store
+            .save_story_run("r2", "other".into(), 2, vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.story_run("r1").await.unwrap().as_deref(),
+            Some("state-2")
+        );
+        assert_eq!(outbox_ids(store).await, ["s1", "s2", "s3"]);
+        assert!(store.delete_story_run("r1").await.unwrap());
+        assert!(!store.delete_story_run("r1").await.unwrap());
+        assert_eq!(store.story_run("r1").await.unwrap(), None);
+        assert_eq!(
+            store.story_run("r2").await.unwrap().as_deref(),
+            Some("other")
+        );
+    }
+
     pub async fn last_seq_and_flush_are_barriers(store: Arc<dyn Store>) {
         // Writes queued behind one another from several tasks; once each
         // has been submitted, a barrier call sees it.
@@ -932,7 +981,9 @@ embedded_suite!(
         insufficient_funds_write_nothing,
         a_gift_is_settled_once_and_counted_in_earnings,
         vod_assets_are_kept_whole_and_listed_newest_first,
-        vod_danmaku_is_read_per_segment_by_offset_and_imported_once;
+        vod_danmaku_is_read_per_segment_by_offset_and_imported_once,
+        story_graph_versions_are_immutable,
+        a_story_run_is_replaced_whole_with_its_events;
     shared:
         a_duplicate_seq_fails_only_its_own_append,
         last_seq_and_flush_are_barriers,

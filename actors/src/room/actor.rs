@@ -30,7 +30,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use storage::{Room, Store, TermScope};
 
 use super::gifts::{GiftRefusal, RoomGifts};
-use super::{RoomError, RoomMsg, Submit};
+use super::story::{RoomStory, StoryCommand};
+use super::{RoomError, RoomMsg, Submit, VoteSubmit};
 use crate::config::ActorsConfig;
 use crate::events::{self, outbox_event};
 use crate::hub::{Broadcast, HubClosed, RoomHub, SessionTx};
@@ -77,6 +78,9 @@ pub struct RoomState {
     /// for them, so no sender is left without its receipt.
     gifts_in_flight: usize,
     publish_tick_pending: bool,
+    story: RoomStory,
+    /// When a `StoryTick` is already scheduled for (wall-clock ms).
+    story_tick_at: Option<u64>,
 }
 
 struct Accepted {
@@ -141,6 +145,7 @@ impl Actor for RoomActor {
             room.created_ms,
         )
         .await?;
+        let story = RoomStory::load(store.as_ref(), &room_id).await?;
         let filter = TermFilter::new(global_terms.iter().chain(room_terms.iter()));
         tracing::info!(room = %room_id, seq = committed_seq, "room started");
         hub.set_actor(Some(myself));
@@ -170,6 +175,8 @@ impl Actor for RoomActor {
             gifts,
             gifts_in_flight: 0,
             publish_tick_pending: false,
+            story,
+            story_tick_at: None,
             config,
         })
     }
@@ -180,6 +187,9 @@ impl Actor for RoomActor {
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_interval(state.config.presence_interval, || RoomMsg::PresenceTick);
+        // A resumed run's window may have closed while the room was down.
+        state.story.tick(now_ms());
+        state.story_changed(&myself).await?;
         Ok(())
     }
 
@@ -191,7 +201,33 @@ impl Actor for RoomActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RoomMsg::Danmaku(submit) => state.accept(*submit, &myself),
-            RoomMsg::Committed(result) => state.committed(result, &myself)?,
+            RoomMsg::Committed(result) => {
+                state.committed(result, &myself)?;
+                state.story_changed(&myself).await?;
+            }
+            RoomMsg::Vote(submit) => {
+                let VoteSubmit {
+                    user_id,
+                    input,
+                    sender,
+                } = *submit;
+                state.story.vote(&user_id, &input, sender, now_ms());
+                state.story_changed(&myself).await?;
+            }
+            RoomMsg::Story(command, reply) => {
+                let stop = matches!(command, StoryCommand::Stop);
+                let result = state.story.command(command, now_ms());
+                if stop && result.is_ok() {
+                    state.store.delete_story_run(&state.room_id).await?;
+                }
+                state.story_changed(&myself).await?;
+                let _ = reply.send(result);
+            }
+            RoomMsg::StoryTick => {
+                state.story_tick_at = None;
+                state.story.tick(now_ms());
+                state.story_changed(&myself).await?;
+            }
             RoomMsg::FlushTick => {
                 state.flush_tick_at = None;
                 if let Some(flush) = state.batcher.poll(Instant::now()) {
@@ -241,10 +277,15 @@ impl Actor for RoomActor {
             }
             RoomMsg::GiftStored(stored) => {
                 state.gifts_in_flight = state.gifts_in_flight.saturating_sub(1);
-                if let Some(event) = state.gifts.stored(&state.room_id, &state.hub, *stored) {
+                let (goal_event, coins) = state.gifts.stored(&state.room_id, &state.hub, *stored);
+                if let Some(event) = goal_event {
                     // The goal's event carries no money: appended after the
                     // gift that reached it, like a stream's events.
                     state.store.append_event(event).await?;
+                }
+                if coins > 0 {
+                    state.story.gift(coins, now_ms());
+                    state.story_changed(&myself).await?;
                 }
                 state.schedule_publish(&myself);
                 state.settle(&myself);
@@ -394,6 +435,7 @@ impl RoomState {
         }
         let now = Instant::now();
         for Accepted { item, sender } in batch {
+            self.story.danmaku(&item.user_id, &item.text, now_ms());
             self.committed_seq = item.seq;
             self.unflushed.insert(item.seq, sender);
             if let Some(flush) = self.batcher.push(item, now) {
@@ -487,6 +529,28 @@ impl RoomState {
             let _ = reply.send(());
             myself.stop(Some("room closed".into()));
         }
+    }
+
+    /// Broadcasts and persists what the story run did, and wakes the room
+    /// for its next deadline.
+    async fn story_changed(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = now_ms();
+        self.story
+            .publish(&self.room_id, &self.hub, self.store.as_ref(), now)
+            .await?;
+        let Some(at) = self.story.next_tick_ms() else {
+            return Ok(());
+        };
+        if self.story_tick_at.is_some_and(|scheduled| scheduled <= at) {
+            return Ok(());
+        }
+        self.story_tick_at = Some(at);
+        let wait = std::time::Duration::from_millis(at.saturating_sub(now));
+        myself.send_after(wait, || RoomMsg::StoryTick);
+        Ok(())
     }
 
     /// Wakes the room when held gifts or a throttled leaderboard are owed.

@@ -321,13 +321,14 @@ impl RoomGifts {
     }
 
     /// Answers the sender and, for a new send, updates the room's views and
-    /// broadcasts. Returns an event to append when the goal was reached.
+    /// broadcasts. Returns an event to append when the goal was reached,
+    /// and the coins of the gift when it was a new one (0 otherwise).
     pub fn stored(
         &mut self,
         room_id: &str,
         hub: &RoomHub,
         stored: GiftStored,
-    ) -> Option<storage::OutboxEvent> {
+    ) -> (Option<storage::OutboxEvent>, u64) {
         let GiftStored {
             submit,
             fingerprint,
@@ -349,6 +350,7 @@ impl RoomGifts {
         };
         let answer = answer(room_id, result);
         let mut goal_event = None;
+        let mut coins = 0;
         if let Ok(GiftAnswer {
             receipt,
             replayed: false,
@@ -357,6 +359,7 @@ impl RoomGifts {
             metrics::counter!("live_gifts_total").increment(1);
             metrics::counter!("live_gift_coins_total").increment(receipt.gift.total);
             goal_event = self.apply(room_id, &submit.name, &receipt.gift);
+            coins = receipt.gift.total;
             self.publish(hub, now_ms());
         }
         // Retries that waited on this send get its answer, as replays.
@@ -368,7 +371,7 @@ impl RoomGifts {
             let _ = waiter.reply.send(replay);
         }
         let _ = submit.reply.send(answer);
-        goal_event
+        (goal_event, coins)
     }
 
     /// Updates combos, leaderboard and goal with a new gift and queues its

@@ -2,15 +2,17 @@
 
 mod actor;
 mod gifts;
+mod story;
 mod supervisor;
 
 pub use actor::{RoomActor, RoomArgs};
 pub use gifts::{
     GiftAnswer, GiftRefusal, GiftStored, GiftSubmit, GiftsConfig, RoomGifts, SharedCatalog,
 };
+pub use story::{RoomStory, StoryCommand, StoryView};
 pub use supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 
-use protocol::v1::SendDanmaku;
+use protocol::v1::{CastVote, SendDanmaku};
 use ractor::RpcReplyPort;
 
 use crate::hub::SessionTx;
@@ -29,6 +31,11 @@ pub enum RoomError {
     Unavailable(String),
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("no story is running in this room")]
+    NoStory,
+    /// An operator command the run refused, and why.
+    #[error("{0}")]
+    StoryRefused(String),
 }
 
 impl From<storage::StoreError> for RoomError {
@@ -46,8 +53,25 @@ pub struct Submit {
     pub sender: SessionTx,
 }
 
+/// A vote on its way from a session to its room.
+#[derive(Debug)]
+pub struct VoteSubmit {
+    pub user_id: String,
+    pub input: CastVote,
+    pub sender: SessionTx,
+}
+
 pub enum RoomMsg {
     Danmaku(Box<Submit>),
+    Vote(Box<VoteSubmit>),
+    /// An operator's command to the room's story run; the run as it is
+    /// after it (`None`: no run, after `Stop`).
+    Story(
+        StoryCommand,
+        RpcReplyPort<Result<Option<StoryView>, RoomError>>,
+    ),
+    /// The story run's deadline, or its next write, is due.
+    StoryTick,
     /// The storage write started by the room finished.
     Committed(Result<(), String>),
     /// The batcher's deadline passed.
@@ -100,6 +124,9 @@ impl std::fmt::Debug for RoomMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
             Self::Danmaku(_) => "Danmaku",
+            Self::Vote(_) => "Vote",
+            Self::Story(..) => "Story",
+            Self::StoryTick => "StoryTick",
             Self::Committed(_) => "Committed",
             Self::FlushTick => "FlushTick",
             Self::PresenceTick => "PresenceTick",

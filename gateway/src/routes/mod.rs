@@ -8,6 +8,7 @@ pub mod media;
 pub mod moderation;
 pub mod ops;
 pub mod rooms;
+pub mod story;
 pub mod tokens;
 pub mod vod;
 pub mod web;

@@ -43,13 +43,15 @@ fn check_term(term: &str) -> Result<String, ApiError> {
     Ok(term.to_owned())
 }
 
-async fn room_actor(
+/// The room's actor, for a principal holding `grant` in it.
+pub(crate) async fn room_actor(
     app: &AppState,
     principal: &Principal,
     room_id: &str,
+    grant: Grant,
 ) -> Result<ractor::ActorRef<RoomMsg>, ApiError> {
     check_room_id(room_id)?;
-    principal.require(Grant::Moderate, room_id)?;
+    principal.require(grant, room_id)?;
     app.acquire(room_id)
         .await?
         .actor()
@@ -61,7 +63,7 @@ pub async fn room_terms(
     principal: Principal,
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = room_actor(&app, &principal, &room_id).await?;
+    let actor = room_actor(&app, &principal, &room_id, Grant::Moderate).await?;
     let terms = ractor::call_t!(actor, RoomMsg::RoomTerms, 10_000)?;
     Ok(Json(json!({ "terms": terms })))
 }
@@ -91,7 +93,7 @@ async fn set_room_term(
     add: bool,
 ) -> Result<StatusCode, ApiError> {
     let term = check_term(term)?;
-    let actor = room_actor(&app, &principal, &room_id).await?;
+    let actor = room_actor(&app, &principal, &room_id, Grant::Moderate).await?;
     let by = principal.user_id().to_owned();
     let changed = ractor::call_t!(
         actor,
@@ -175,7 +177,7 @@ pub async fn mute(
             "duration_s must be 1 to {MAX_MUTE_S}"
         )));
     }
-    let actor = room_actor(&app, &principal, &room_id).await?;
+    let actor = room_actor(&app, &principal, &room_id, Grant::Moderate).await?;
     let until_ms = actors::now_ms() + body.duration_s * 1000;
     let by = principal.user_id().to_owned();
     ractor::call_t!(
@@ -196,7 +198,7 @@ pub async fn unmute(
     principal: Principal,
     Path((room_id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let actor = room_actor(&app, &principal, &room_id).await?;
+    let actor = room_actor(&app, &principal, &room_id, Grant::Moderate).await?;
     let by = principal.user_id().to_owned();
     ractor::call_t!(
         actor,

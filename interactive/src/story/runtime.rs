@@ -181,6 +181,7 @@ pub enum StoryEvent {
     /// Coins or users so far in a gift goal or keyword window.
     TriggerProgress {
         window: u64,
+        trigger: TriggerKind,
         count: u64,
         target: u64,
     },
@@ -966,6 +967,7 @@ impl StoryRuntime {
             (WindowKind::GiftGoal { coins }, Trigger::GiftGoal { coins: target, .. }) => {
                 StoryEvent::TriggerProgress {
                     window: window.number,
+                    trigger: TriggerKind::GiftGoal,
                     count: *coins,
                     target: *target,
                 }
@@ -973,6 +975,7 @@ impl StoryRuntime {
             (WindowKind::Keyword { users }, Trigger::Keyword { users: target, .. }) => {
                 StoryEvent::TriggerProgress {
                     window: window.number,
+                    trigger: TriggerKind::Keyword,
                     count: users.len() as u64,
                     target: u64::from(*target),
                 }

@@ -197,6 +197,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (vod_id, segment, offset_ms, seq)
     ) WITHOUT ROWID;
     ",
+    // 7: story graphs (immutable versions) and each room's story run.
+    "
+    CREATE TABLE story_graphs (
+        graph_id   TEXT    NOT NULL,
+        version    INTEGER NOT NULL,
+        spec       TEXT    NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (graph_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE story_runs (
+        room_id    TEXT    NOT NULL PRIMARY KEY,
+        state      TEXT    NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the database to the last script's version, refusing one that is newer:

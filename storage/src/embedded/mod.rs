@@ -12,6 +12,7 @@ mod moderation;
 mod outbox;
 mod readers;
 mod rooms;
+mod stories;
 mod vod;
 mod wallets;
 pub(crate) use wallets::{GIFT_COLUMNS, gift_row};
@@ -28,8 +29,8 @@ use tokio::sync::Notify;
 
 use crate::{
     CatalogEntry, Earnings, GiftOutcome, GiftRecord, LedgerLine, Mute, OutboxEvent, OutboxRow,
-    Result, Room, Settlement, Store, StoreError, TermScope, TopUp, TopUpOutcome, VodAsset,
-    VodDanmaku,
+    Result, Room, Settlement, Store, StoreError, StoryGraphPut, TermScope, TopUp, TopUpOutcome,
+    VodAsset, VodDanmaku,
 };
 use readers::Readers;
 use writer::{Writer, Written};
@@ -245,6 +246,53 @@ impl Store for EmbeddedStore {
         let room_id = room_id.to_owned();
         self.readers
             .read(move |conn| moderation::mutes(conn, &room_id, now_ms))
+            .await
+    }
+
+    async fn put_story_graph(
+        &self,
+        graph_id: &str,
+        version: u32,
+        spec: String,
+        created_ms: u64,
+    ) -> Result<StoryGraphPut> {
+        let graph_id = graph_id.to_owned();
+        self.writer
+            .submit(move |conn| stories::put_graph(conn, &graph_id, version, &spec, created_ms))
+            .await
+    }
+
+    async fn story_graph(&self, graph_id: &str, version: u32) -> Result<Option<String>> {
+        let graph_id = graph_id.to_owned();
+        self.readers
+            .read(move |conn| stories::graph(conn, &graph_id, version))
+            .await
+    }
+
+    async fn save_story_run(
+        &self,
+        room_id: &str,
+        state: String,
+        updated_ms: u64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<()> {
+        let room_id = room_id.to_owned();
+        self.writer
+            .submit(move |conn| stories::save_run(conn, &room_id, &state, updated_ms, &events))
+            .await
+    }
+
+    async fn story_run(&self, room_id: &str) -> Result<Option<String>> {
+        let room_id = room_id.to_owned();
+        self.readers
+            .read(move |conn| stories::run(conn, &room_id))
+            .await
+    }
+
+    async fn delete_story_run(&self, room_id: &str) -> Result<bool> {
+        let room_id = room_id.to_owned();
+        self.writer
+            .submit(move |conn| stories::delete_run(conn, &room_id))
             .await
     }
 
