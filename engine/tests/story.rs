@@ -380,3 +380,83 @@ async fn a_room_restarted_mid_vote_keeps_every_acknowledged_ballot() {
     assert_eq!(get_story(&t, &operator).await.0, 404);
     t.shutdown().await;
 }
+
+/// Gifts and danmaku reach the run: a gift goal met by real gifts, then a
+/// keyword said by enough distinct viewers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gifts_and_danmaku_in_the_room_drive_goal_and_keyword_triggers() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    let graph = json!({
+        "id": "hype", "version": 1, "start": "goal",
+        "nodes": [
+            {"id": "goal", "scene": {"live": "main"},
+             "choices": [{"id": "met", "next": "chant"}, {"id": "missed", "next": "quiet"}],
+             "trigger": {"gift_goal": {"coins": 100, "window_ms": 60000, "reached": "met", "missed": "missed"}}},
+            {"id": "chant", "scene": {"live": "main"},
+             "choices": [{"id": "yes", "next": "encore"}, {"id": "no", "next": "quiet"}],
+             "trigger": {"keyword": {"words": ["encore"], "users": 2, "window_ms": 60000, "matched": "yes", "missed": "no"}}},
+            {"id": "encore", "scene": {"clip": "encore.webm"}},
+            {"id": "quiet", "scene": {"live": "main"}}
+        ]
+    });
+    assert_eq!(post(&t, "/v1/stories", ADMIN_KEY, &graph).await.0, 201);
+    let operator = t.token("op", "r1", &["moderate"]).await;
+    let start = json!({ "graph_id": "hype", "version": 1 });
+    assert_eq!(
+        post(&t, "/v1/rooms/r1/story", &operator, &start).await.0,
+        201
+    );
+
+    let topup = json!({ "amount": 1000 });
+    let response = t
+        .http
+        .post(format!("{}/v1/wallets/fan/topup", t.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("Idempotency-Key", "fund-fan")
+        .json(&topup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let fan = t.token("fan", "r1", &["gift"]).await;
+    for n in 0..2 {
+        // Two flowers of 50 coins: the second one meets the goal.
+        let response = t
+            .http
+            .post(format!("{}/v1/rooms/r1/gifts", t.base))
+            .bearer_auth(&fan)
+            .header("Idempotency-Key", format!("g{n}"))
+            .json(&json!({ "gift_id": "flower", "count": 1, "to": "streamer" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let view = story(&t, &operator).await;
+    assert_eq!(view["node"], "chant", "100 coins met the goal: {view}");
+    assert_eq!(view["history"][1]["by"], "gift_goal_reached");
+
+    let mut ann = t.chatter("ann", "r1").await;
+    let mut bob = t.chatter("bob", "r1").await;
+    let said = |text: &str| json!({ "type": "danmaku", "text": text, "client_msg_id": text });
+    ann.send_json(said("ENCORE!")).await;
+    ann.send_json(said("encore again")).await;
+    let view = story(&t, &operator).await;
+    assert_eq!(view["node"], "chant", "one fan, twice, is not two: {view}");
+    bob.send_json(said("we want an encore")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = story(&t, &operator).await;
+        if view["node"] == "encore" {
+            assert_eq!(view["history"][2]["by"], "keyword_matched");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two distinct fans said it: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.shutdown().await;
+}
