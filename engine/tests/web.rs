@@ -525,3 +525,117 @@ async fn a_viewer_rides_out_a_network_drop() {
     common::recording::unpublish(&t, publisher, "/whip/r1/main", &publish_token).await;
     t.shutdown().await;
 }
+
+/// The watch page's story panel: a viewer arriving mid-vote sees the scene,
+/// the host's line and the options with a countdown; a click votes (the
+/// button shows it and the count moves for everyone); an operator's
+/// decision shows the result and the next scene.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_votes_from_the_story_panel() {
+    let dist = web_dist();
+    let t = TestEngine::start_with(|c| c.web_dir = dist).await;
+    t.create_room("r1").await;
+    let graph = json!({
+        "id": "panel", "version": 1, "start": "ask",
+        "nodes": [
+            {"id": "ask", "scene": {"live": "main"}, "host_lines": ["Which way now?"],
+             "choices": [
+                {"id": "left", "label": "Go left", "next": "left-end"},
+                {"id": "right", "label": "Go right", "next": "right-end"}
+             ],
+             "trigger": {"vote": {"window_ms": 600000, "allow_change": true}}},
+            {"id": "left-end", "scene": {"clip": "left.webm"}, "host_lines": ["Left it is."]},
+            {"id": "right-end", "scene": {"clip": "right.webm"}, "host_lines": ["Right it is."]}
+        ]
+    });
+    let post = |path: &str, token: &str, body: Value| {
+        t.http
+            .post(format!("{}{path}", t.base))
+            .bearer_auth(token.to_owned())
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post("/v1/stories", ADMIN_KEY, graph)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let operator = t.token("op", "r1", &["moderate"]).await;
+    let start = json!({ "graph_id": "panel", "version": 1 });
+    assert_eq!(
+        post("/v1/rooms/r1/story", &operator, start)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    let ann = Browser::start().await;
+    ann.open(&format!("{}/watch.html?room=r1", t.base)).await;
+    sign_in(&ann, "ann").await;
+    let panel = "const s = document.getElementById('story');
+        return s.classList.contains('hidden') ? null : s.innerText;";
+    ann.wait_until(
+        "story-panel",
+        "the story panel shows the open vote",
+        panel,
+        |v| {
+            v.as_str().is_some_and(|text| {
+                text.contains("Which way now?")
+                    && text.contains("Go left")
+                    && text.contains("Go right")
+                    && text.contains("closes in")
+            })
+        },
+    )
+    .await;
+    assert_usable(&ann, "watch with a story").await;
+    ann.click("button[data-option='right']").await;
+    ann.wait_until(
+        "story-voted",
+        "the vote is counted and shown",
+        "const b = document.querySelector(\"button[data-option='right']\");
+         return [b.getAttribute('aria-pressed'), b.textContent];",
+        |v| v[0] == json!("true") && v[1].as_str().is_some_and(|t| t.contains("100% (1)")),
+    )
+    .await;
+    let view: Value = t
+        .http
+        .get(format!("{}/v1/rooms/r1/story", t.base))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["tallies"], json!([["left", 0], ["right", 1]]));
+
+    assert_eq!(
+        post(
+            "/v1/rooms/r1/story/choose",
+            &operator,
+            json!({"choice": "left"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    ann.wait_until(
+        "story-result",
+        "the result and the next scene show",
+        panel,
+        |v| {
+            v.as_str().is_some_and(|text| {
+                text.contains("Result: Go left (decided by the host)")
+                    && text.contains("Left it is.")
+            })
+        },
+    )
+    .await;
+    ann.quit().await;
+    t.shutdown().await;
+}

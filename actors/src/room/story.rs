@@ -50,7 +50,8 @@ pub struct StoryView {
     pub scene: Scene,
     pub host_lines: Vec<String>,
     pub window: Option<Window>,
-    /// The open vote's counts, by option.
+    /// The open vote's options with their labels, and counts by option.
+    pub vote_options: Vec<interactive::story::runtime::VoteOption>,
     pub tallies: Vec<(String, u64)>,
     pub paused: bool,
     pub ended: bool,
@@ -160,6 +161,24 @@ impl RoomStory {
                 }
                 w
             }),
+            vote_options: match &state.window {
+                Some(Window {
+                    kind: WindowKind::Vote { options, .. },
+                    ..
+                }) => options
+                    .iter()
+                    .map(|id| interactive::story::runtime::VoteOption {
+                        id: id.clone(),
+                        label: node
+                            .choices
+                            .iter()
+                            .find(|c| &c.id == id)
+                            .map(|c| c.label.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
             tallies: runtime.tallies(),
             paused: state.paused_at_ms.is_some(),
             ended: state.ended,

@@ -2,6 +2,8 @@
 // the token in Sec-WebSocket-Protocol, reconnect with backoff, and on
 // reconnect `after_seq` so nothing is missed or repeated.
 
+import type { StoryFrame } from "./story";
+
 export interface Danmaku {
   type: "danmaku";
   seq: number;
@@ -31,6 +33,7 @@ export interface Gift {
 }
 
 export type Frame =
+  | StoryFrame
   | { type: "welcome"; user_id: string; last_seq: number }
   | Danmaku
   | { type: "danmaku_deleted"; seq: number }

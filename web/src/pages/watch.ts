@@ -9,6 +9,7 @@ import { Overlay, type Mode } from "../lib/overlay";
 import { RoomSocket, type Frame } from "../lib/room";
 import type { Session } from "../lib/session";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
+import { StoryPanel, type StoryFrame } from "../lib/story";
 import { $, danmakuLine, feedLine, param, randomKey, removeDanmakuLine, say, showLeaderboard } from "../lib/ui";
 import { play, watchStats, type Layer, type MediaSession } from "../lib/webrtc";
 
@@ -58,6 +59,55 @@ const socket = new RoomSocket(room, session.token, {
   },
 });
 socket.connect();
+
+const story = new StoryPanel($("story"), (window, option) => {
+  if (!socket.send({ type: "vote", window, option })) say("Not connected: vote again in a moment.", "error");
+});
+void showStory();
+
+/** Where the room's story stands now (frames keep it current after). */
+async function showStory(): Promise<void> {
+  interface View {
+    node: string;
+    scene: { clip?: string; live?: string };
+    host_lines: string[];
+    window: { number: number; closes_ms: number | null; kind: { vote?: { allow_change: boolean } } } | null;
+    vote_options: { id: string; label: string }[];
+    tallies: [string, number][];
+    paused: boolean;
+    ended: boolean;
+  }
+  let view: View;
+  try {
+    view = await api<View>(`/v1/rooms/${encodeURIComponent(room)}/story`, { token: session.token });
+  } catch {
+    return; // No story in this room (404), or not yet: frames will tell.
+  }
+  const frames: StoryFrame[] = [
+    {
+      type: "scene",
+      node: view.node,
+      scene_kind: view.scene.clip !== undefined ? "clip" : "live",
+      scene_source: view.scene.clip ?? view.scene.live ?? "",
+      host_lines: view.host_lines,
+    },
+  ];
+  const vote = view.window?.kind.vote;
+  if (view.window && vote) {
+    frames.push(
+      {
+        type: "vote_open",
+        window: view.window.number,
+        options: view.vote_options,
+        closes_ms: view.window.closes_ms ?? 0,
+        allow_change: vote.allow_change,
+      },
+      { type: "vote_tally", window: view.window.number, tallies: view.tallies.map(([option, votes]) => ({ option, votes })) },
+    );
+  }
+  if (view.paused || view.ended) frames.push({ type: "story_status", status: view.ended ? "ended" : "paused" });
+  frames.forEach((frame) => story.apply(frame));
+}
 void watch();
 void loadGifts(session);
 
@@ -213,6 +263,15 @@ function onFrame(frame: Frame): void {
       break;
     case "leaderboard":
       showLeaderboard($("leaderboard"), frame.entries);
+      break;
+    case "scene":
+    case "vote_open":
+    case "vote_tally":
+    case "vote_closed":
+    case "vote_receipt":
+    case "story_trigger":
+    case "story_status":
+      story.apply(frame);
       break;
     case "room_closed":
       stopPlayback();
