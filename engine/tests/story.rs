@@ -460,3 +460,61 @@ async fn gifts_and_danmaku_in_the_room_drive_goal_and_keyword_triggers() {
     }
     t.shutdown().await;
 }
+
+/// The virtual host answers a question from the chat that the event's FAQ
+/// covers, once per cooldown; the time from the danmaku to the answer is
+/// printed (measured here, judged in docs/benchmarks.md, never asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_answers_the_chat_from_the_faq() {
+    let t = TestEngine::start().await;
+    t.create_room("r1").await;
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/brand-launch.json"
+    ))
+    .unwrap();
+    let sample: Value = serde_json::from_str(&sample).unwrap();
+    assert_eq!(post(&t, "/v1/stories", ADMIN_KEY, &sample).await.0, 201);
+    let operator = t.token("op", "r1", &["moderate"]).await;
+    let start = json!({ "graph_id": "brand-launch", "version": 1 });
+    assert_eq!(
+        post(&t, "/v1/rooms/r1/story", &operator, &start).await.0,
+        201
+    );
+    let mut asker = t.chatter("ann", "r1").await;
+    let mut watcher = t.chatter("bob", "r1").await;
+    let ask =
+        |text: &str, id: &str| json!({ "type": "danmaku", "text": text, "client_msg_id": id });
+
+    let sent = Instant::now();
+    asker.send_json(ask("How much does it cost?", "q1")).await;
+    let line = loop {
+        if let Frame::HostLine(line) = watcher.next_leaf().await {
+            break line;
+        }
+    };
+    println!("danmaku -> host answer broadcast: {:?}", sent.elapsed());
+    assert_eq!(
+        (line.faq_id.as_str(), line.reply_to_user.as_str()),
+        ("price", "ann")
+    );
+    assert!(line.text.contains("799 euros"), "{}", line.text);
+    assert!(line.reply_to_seq > 0);
+
+    // The same question again within the cooldown: no second answer; a
+    // different one is answered.
+    asker.send_json(ask("price???", "q2")).await;
+    asker
+        .send_json(ask("when can I get one delivered", "q3"))
+        .await;
+    let line = loop {
+        if let Frame::HostLine(line) = watcher.next_leaf().await {
+            break line;
+        }
+    };
+    assert_eq!(
+        line.faq_id, "shipping",
+        "the repeated price question was not answered again"
+    );
+    t.shutdown().await;
+}

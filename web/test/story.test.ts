@@ -22,6 +22,15 @@ test("a vote opens, counts, takes my vote and closes with its winner", () => {
   assert.deepEqual(state.vote?.result, { winner: "blue", tieBreak: "none" });
 });
 
+test("the host's answer to the chat is kept until the next one", () => {
+  const state = run([
+    { type: "scene", node: "qa", scene_kind: "live", scene_source: "main", host_lines: ["Questions?"] },
+    { type: "host_line", text: "799 euros.", faq_id: "price", reply_to_user: "ann", reply_to_seq: 4 },
+  ]);
+  assert.deepEqual(state.answer, { text: "799 euros.", to: "ann" });
+  assert.deepEqual(state.hostLines, ["Questions?"]);
+});
+
 test("frames of another window are ignored", () => {
   const state = run([
     { type: "vote_open", window: 2, options: [{ id: "a", label: "A" }, { id: "b", label: "B" }], closes_ms: 1 },

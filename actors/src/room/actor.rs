@@ -435,7 +435,8 @@ impl RoomState {
         }
         let now = Instant::now();
         for Accepted { item, sender } in batch {
-            self.story.danmaku(&item.user_id, &item.text, now_ms());
+            self.story
+                .danmaku(&item.user_id, item.seq, &item.text, now_ms());
             self.committed_seq = item.seq;
             self.unflushed.insert(item.seq, sender);
             if let Some(flush) = self.batcher.push(item, now) {

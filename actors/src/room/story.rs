@@ -15,8 +15,8 @@ use interactive::story::runtime::{
 use interactive::story::{OperatorError, Scene, StoryGraph, StoryRuntime, StoryState, VoteError};
 use protocol::v1::server_frame::Frame;
 use protocol::v1::{
-    CastVote, StoryNodeEntered, StoryScene, StoryStatus, StoryTrigger, StoryVoteClosed, VoteClosed,
-    VoteCount, VoteOpen, VoteOption, VoteReceipt, VoteTally,
+    CastVote, HostLine, StoryNodeEntered, StoryScene, StoryStatus, StoryTrigger, StoryVoteClosed,
+    VoteClosed, VoteCount, VoteOpen, VoteOption, VoteReceipt, VoteTally,
 };
 use serde::Serialize;
 use storage::{OutboxEvent, Store};
@@ -222,9 +222,9 @@ impl RoomStory {
     }
 
     /// A committed danmaku.
-    pub fn danmaku(&mut self, user_id: &str, text: &str, now_ms: u64) {
+    pub fn danmaku(&mut self, user_id: &str, seq: u64, text: &str, now_ms: u64) {
         if let Some(runtime) = self.runtime.as_mut() {
-            runtime.danmaku(user_id, text, now_ms);
+            runtime.danmaku(user_id, seq, text, now_ms);
         }
     }
 
@@ -408,6 +408,19 @@ fn frame(graph_id: &str, event: StoryEvent) -> Frame {
             count,
             target,
             closes_ms: 0,
+        }),
+        StoryEvent::HostAnswer {
+            faq,
+            text,
+            reply_to_user,
+            reply_to_seq,
+            at_ms,
+        } => Frame::HostLine(HostLine {
+            text,
+            faq_id: faq,
+            reply_to_user,
+            reply_to_seq,
+            at_ms,
         }),
         StoryEvent::Paused { at_ms } => status("paused", "", at_ms),
         StoryEvent::Resumed { at_ms } => status("resumed", "", at_ms),

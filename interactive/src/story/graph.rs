@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{self, Effect, Expr, Kind, Names, Value};
+use super::faq::{Faq, FaqEntry, MAX_ANSWER_CHARS, MAX_FAQ_ENTRIES};
 
 /// Bounds an audience vote must stay within.
 pub const MIN_VOTE_WINDOW_MS: u64 = 15_000;
@@ -38,6 +39,9 @@ pub struct GraphSpec {
     #[serde(default)]
     pub variables: BTreeMap<String, Value>,
     pub nodes: Vec<NodeSpec>,
+    /// What the virtual host answers when the chat asks (see [`super::faq`]).
+    #[serde(default)]
+    pub faq: Vec<FaqEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +138,7 @@ pub struct StoryGraph {
     pub start: usize,
     pub variables: BTreeMap<String, Value>,
     pub nodes: Vec<Node>,
+    pub faq: Faq,
     index: HashMap<String, usize>,
     spec: GraphSpec,
 }
@@ -261,6 +266,7 @@ impl StoryGraph {
         if let Some(start) = start {
             check_shape(&nodes, start, &mut problems);
         }
+        check_faq(&spec.faq, &mut problems);
         if !problems.is_empty() {
             return Err(problems.0);
         }
@@ -271,6 +277,7 @@ impl StoryGraph {
             start: start.unwrap_or_default(),
             variables: spec.variables.clone(),
             nodes,
+            faq: Faq::new(spec.faq.clone()),
             index,
             spec,
         })
@@ -540,6 +547,28 @@ fn build_trigger(spec: &NodeSpec, choices: &[Choice], problems: &mut Problems) -
         problems.node(here, "has a trigger but no choices".into());
     }
     trigger
+}
+
+fn check_faq(entries: &[FaqEntry], problems: &mut Problems) {
+    if entries.len() > MAX_FAQ_ENTRIES {
+        problems.graph(format!("at most {MAX_FAQ_ENTRIES} FAQ entries"));
+    }
+    let mut seen = HashSet::new();
+    for entry in entries {
+        let what = format!("FAQ entry `{}`", entry.id);
+        if !valid_id(&entry.id) || !seen.insert(entry.id.as_str()) {
+            problems.graph(format!("{what}: ids {ID_RULE}, each used once"));
+        }
+        if entry.keywords.is_empty() || entry.keywords.iter().any(|k| k.trim().is_empty()) {
+            problems.graph(format!("{what}: needs keywords, none of them blank"));
+        }
+        let chars = entry.answer.trim().chars().count();
+        if chars == 0 || chars > MAX_ANSWER_CHARS {
+            problems.graph(format!(
+                "{what}: the answer has 1 to {MAX_ANSWER_CHARS} characters"
+            ));
+        }
+    }
 }
 
 /// Reachability from the start and a way out of every cycle: the checks

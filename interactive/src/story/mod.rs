@@ -5,11 +5,13 @@
 //! |-------------|--------------------------------------------------------------------|
 //! | [`expr`]    | conditions (`hype >= 10 && !revealed`) and effects (`hype += 5`)    |
 //! | [`graph`]   | the uploaded JSON ([`GraphSpec`]), validation into a [`StoryGraph`] |
+//! | [`faq`]     | the virtual host's answers to questions in the chat             |
 //! | [`runtime`] | one run: windows, ballots, tie-breaks, events ([`StoryRuntime`])    |
 //!
 //! The schema and the rules are written down for authors in docs/story.md.
 
 pub mod expr;
+pub mod faq;
 pub mod graph;
 pub mod runtime;
 

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{Scope, Value};
+use super::faq::FAQ_COOLDOWN_MS;
 use super::graph::{Scene, StoryGraph, Trigger};
 
 /// At most one `VoteTally` (or goal progress) per this interval.
@@ -59,6 +60,9 @@ pub struct StoryState {
     pub seed: u64,
     pub windows_opened: u64,
     pub ended: bool,
+    /// FAQ entry -> when the host last answered it.
+    #[serde(default)]
+    pub faq_answered: BTreeMap<String, u64>,
 }
 
 /// One node entered.
@@ -184,6 +188,14 @@ pub enum StoryEvent {
         trigger: TriggerKind,
         count: u64,
         target: u64,
+    },
+    /// The host answers a question from the chat (an FAQ entry).
+    HostAnswer {
+        faq: String,
+        text: String,
+        reply_to_user: String,
+        reply_to_seq: u64,
+        at_ms: u64,
     },
     Paused {
         at_ms: u64,
@@ -351,6 +363,7 @@ impl StoryRuntime {
             seed,
             windows_opened: 0,
             ended: false,
+            faq_answered: BTreeMap::new(),
         };
         let start = graph.start;
         let mut runtime = Self::with_state(graph, state);
@@ -542,8 +555,11 @@ impl StoryRuntime {
         self.counted(reached, now_ms);
     }
 
-    /// A danmaku sent in the room (counted by an open keyword trigger).
-    pub fn danmaku(&mut self, user: &str, text: &str, now_ms: u64) {
+    /// A danmaku sent in the room (`seq`: its number in the room): the
+    /// host answers it when the FAQ covers it, and an open keyword trigger
+    /// counts it.
+    pub fn danmaku(&mut self, user: &str, seq: u64, text: &str, now_ms: u64) {
+        self.answer(user, seq, text, now_ms);
         if !self.counting(now_ms) {
             return;
         }
@@ -572,6 +588,29 @@ impl StoryRuntime {
         let reached = (senders.len() as u64 >= u64::from(*users))
             .then_some((*matched, Decision::KeywordMatched));
         self.counted(reached, now_ms);
+    }
+
+    /// The FAQ's answer to `text`, unless that entry was answered within
+    /// the cooldown (or the story is over).
+    fn answer(&mut self, user: &str, seq: u64, text: &str, now_ms: u64) {
+        if self.state.ended {
+            return;
+        }
+        let Some(entry) = self.graph.faq.find(text) else {
+            return;
+        };
+        let last = self.state.faq_answered.get(&entry.id).copied();
+        if last.is_some_and(|at| now_ms < at.saturating_add(FAQ_COOLDOWN_MS)) {
+            return;
+        }
+        self.state.faq_answered.insert(entry.id.clone(), now_ms);
+        self.events.push_back(StoryEvent::HostAnswer {
+            faq: entry.id.clone(),
+            text: entry.answer.clone(),
+            reply_to_user: user.to_owned(),
+            reply_to_seq: seq,
+            at_ms: now_ms,
+        });
     }
 
     /// Whether gifts and danmaku count now: time applied first, and the

@@ -373,15 +373,15 @@ fn a_keyword_needs_distinct_users_within_its_window() {
         T0,
     );
     events(&mut run);
-    run.danmaku("ann", "ENCORE!!", T0 + 1);
-    run.danmaku("ann", "encore encore", T0 + 2);
-    run.danmaku("bob", "nice show", T0 + 3);
-    run.danmaku("bob", "one more? encore", T0 + 4);
+    run.danmaku("ann", 0, "ENCORE!!", T0 + 1);
+    run.danmaku("ann", 0, "encore encore", T0 + 2);
+    run.danmaku("bob", 0, "nice show", T0 + 3);
+    run.danmaku("bob", 0, "one more? encore", T0 + 4);
     assert!(
         node_entered(&events(&mut run)).is_empty(),
         "two distinct users so far"
     );
-    run.danmaku("cy", "Encore", T0 + 5);
+    run.danmaku("cy", 0, "Encore", T0 + 5);
     assert_eq!(node_entered(&events(&mut run)), ["encore"]);
     assert_eq!(
         run.state().history.last().unwrap().by,
@@ -558,5 +558,82 @@ fn malformed_json_and_wrong_shapes_are_one_clear_problem() {
         error
             .iter()
             .any(|p| p.message.contains("start node `nope`"))
+    );
+}
+
+#[test]
+fn the_host_answers_faq_questions_once_per_cooldown() {
+    // An operator node keeps the story running while the chat asks.
+    let graph = graph(json!({
+        "id": "faq", "version": 1, "start": "show",
+        "nodes": [
+            {"id": "show", "scene": {"live": "main"}, "choices": [{"id": "end", "next": "bye"}], "trigger": "operator"},
+            {"id": "bye", "scene": {"live": "main"}}
+        ],
+        "faq": [
+            {"id": "price", "keywords": ["price", "how much"], "answer": "799 euros."},
+            {"id": "ship", "keywords": ["shipping"], "answer": "From March."}
+        ]
+    }));
+    let mut run = StoryRuntime::start(graph, 1, T0);
+    events(&mut run);
+    let answers = |run: &mut StoryRuntime| -> Vec<(String, String, u64)> {
+        events(run)
+            .into_iter()
+            .filter_map(|e| match e {
+                StoryEvent::HostAnswer {
+                    faq,
+                    reply_to_user,
+                    reply_to_seq,
+                    ..
+                } => Some((faq, reply_to_user, reply_to_seq)),
+                _ => None,
+            })
+            .collect()
+    };
+    run.danmaku("ann", 1, "How much is it?", T0);
+    run.danmaku("bob", 2, "what's the PRICE", T0 + 1_000);
+    run.danmaku("cy", 3, "shipping?", T0 + 2_000);
+    run.danmaku("dee", 4, "love it", T0 + 3_000);
+    assert_eq!(
+        answers(&mut run),
+        [
+            ("price".into(), "ann".into(), 1),
+            ("ship".into(), "cy".into(), 3)
+        ],
+        "bob asked within the cooldown"
+    );
+    run.danmaku("eve", 5, "price??", T0 + 10_000);
+    assert_eq!(answers(&mut run), [("price".into(), "eve".into(), 5)]);
+    run.choose("end", T0 + 11_000).unwrap();
+    run.danmaku("fay", 6, "shipping", T0 + 30_000);
+    assert!(
+        answers(&mut run).is_empty(),
+        "an ended story says nothing more"
+    );
+}
+
+#[test]
+fn faq_entries_are_validated_with_the_graph() {
+    let found = problems(json!({
+        "id": "faq", "version": 1, "start": "a",
+        "nodes": [{"id": "a", "scene": {"live": "main"}}],
+        "faq": [
+            {"id": "x", "keywords": [], "answer": "ok"},
+            {"id": "x", "keywords": ["y"], "answer": ""}
+        ]
+    }));
+    let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|p| p.contains("needs keywords")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|p| p.contains("each used once")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|p| p.contains("1 to 500 characters")),
+        "{text:?}"
     );
 }

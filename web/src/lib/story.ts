@@ -36,7 +36,8 @@ export type StoryFrame =
     }
   | { type: "vote_receipt"; window: number; option: string; changed_from?: string }
   | { type: "story_trigger"; window: number; trigger: string; count?: number; target?: number; closes_ms?: number }
-  | { type: "story_status"; status: string; node?: string; at_ms?: number };
+  | { type: "story_status"; status: string; node?: string; at_ms?: number }
+  | { type: "host_line"; text: string; faq_id?: string; reply_to_user?: string; reply_to_seq?: number };
 
 export interface Vote {
   window: number;
@@ -54,6 +55,8 @@ export interface StoryState {
   node: string | null;
   scene: string;
   hostLines: string[];
+  /** The host's latest answer to the chat, and to whom. */
+  answer: { text: string; to: string } | null;
   vote: Vote | null;
   /** A gift goal or keyword in progress. */
   trigger: { kind: string; count: number; target: number; closesMs: number } | null;
@@ -61,7 +64,7 @@ export interface StoryState {
 }
 
 export function emptyStory(): StoryState {
-  return { node: null, scene: "", hostLines: [], vote: null, trigger: null, status: "running" };
+  return { node: null, scene: "", hostLines: [], answer: null, vote: null, trigger: null, status: "running" };
 }
 
 /** Applies one frame; frames of other types leave the state as it is. */
@@ -115,6 +118,8 @@ export function applyStoryFrame(state: StoryState, frame: StoryFrame): StoryStat
           closesMs: frame.closes_ms || state.trigger?.closesMs || 0,
         },
       };
+    case "host_line":
+      return { ...state, answer: { text: frame.text, to: frame.reply_to_user ?? "" } };
     case "story_status":
       return { ...state, status: frame.status === "paused" ? "paused" : frame.status === "ended" ? "ended" : "running" };
   }
@@ -170,7 +175,8 @@ export class StoryPanel {
     root.classList.toggle("hidden", state.node === null);
     root.querySelector<HTMLElement>("[data-scene]")!.textContent =
       state.status === "paused" ? `${state.scene} · paused` : state.status === "ended" ? `${state.scene} · the end` : state.scene;
-    root.querySelector<HTMLElement>("[data-host]")!.textContent = state.hostLines.join(" ");
+    const answer = state.answer ? ` @${state.answer.to}: ${state.answer.text}` : "";
+    root.querySelector<HTMLElement>("[data-host]")!.textContent = state.hostLines.join(" ") + answer;
     const trigger = root.querySelector<HTMLElement>("[data-trigger]")!;
     const t = state.trigger;
     trigger.textContent =

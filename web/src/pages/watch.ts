@@ -273,6 +273,10 @@ function onFrame(frame: Frame): void {
     case "story_status":
       story.apply(frame);
       break;
+    case "host_line":
+      story.apply(frame);
+      feedLine(chat, `Host → ${frame.reply_to_user ?? "all"}: ${frame.text}`);
+      break;
     case "room_closed":
       stopPlayback();
       say(`The room closed: ${frame.reason}`);
