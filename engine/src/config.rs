@@ -46,6 +46,7 @@ pub struct Config {
     pub ws: WsSection,
     pub store: StoreSection,
     pub transcode: TranscodeSection,
+    pub avatar: AvatarSection,
     /// How long a graceful shutdown may take before it gives up waiting.
     pub shutdown_timeout_s: u64,
 }
@@ -89,6 +90,18 @@ pub struct GiftsSection {
     pub goal_window_s: u64,
     /// Gifts added to the default catalog, or replacing one with the same id.
     pub catalog: Vec<GiftEntry>,
+}
+
+/// A virtual host's motion (VMC). The WebSocket ingest
+/// (`/v1/rooms/{room}/avatar`) needs nothing here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvatarSection {
+    /// Where to listen for VMC over UDP (senders use port 39539 by
+    /// convention); unset: no UDP ingest.
+    pub vmc_udp_addr: Option<SocketAddr>,
+    /// The room that motion arriving over UDP goes to.
+    pub vmc_udp_room: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +185,7 @@ impl Default for Config {
             gifts: GiftsSection::default(),
             billing: BillingSection::default(),
             vod: VodSection::default(),
+            avatar: AvatarSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
             transcode: TranscodeSection::default(),
@@ -400,6 +414,10 @@ impl Config {
             (
                 self.admin_key.as_deref().is_some_and(|k| k.len() < 16),
                 "admin_key must be at least 16 characters",
+            ),
+            (
+                self.avatar.vmc_udp_addr.is_some() && !valid_room_id(&self.avatar.vmc_udp_room),
+                "avatar.vmc_udp_room must name a room (1-64 of A-Z a-z 0-9 - _) when avatar.vmc_udp_addr is set",
             ),
         ];
         if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
@@ -633,6 +651,15 @@ fn interactive_batch(d: &DanmakuSection) -> interactive::BatchConfig {
         merge_window: Duration::from_millis(d.merge_window_ms),
         max_items: d.batch_max_items,
     }
+}
+
+/// The gateway's room id rule (`check_room_id`), for configured rooms.
+fn valid_room_id(room_id: &str) -> bool {
+    !room_id.is_empty()
+        && room_id.len() <= 64
+        && room_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

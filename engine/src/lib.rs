@@ -151,6 +151,18 @@ impl Engine {
             recordings_root,
             url_key: gateway::url_signing_key(&admin_key),
         };
+        if let Some(addr) = config.avatar.vmc_udp_addr {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (avatar.vmc_udp_addr)"))?;
+            let room = config.avatar.vmc_udp_room.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(error) = gateway::avatar::listen_udp(app, socket, room).await {
+                    tracing::error!(%error, "VMC over UDP stopped");
+                }
+            });
+        }
         let router = gateway::router(app);
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {

@@ -13,6 +13,7 @@
 //! `actors/` and `storage/`.
 
 pub mod auth;
+pub mod avatar;
 pub mod error;
 pub mod routes;
 pub mod state;
@@ -70,6 +71,7 @@ pub fn router(app: AppState) -> Router {
             "/vod/signed/{expires}/{signature}/{id}/{*file}",
             get(vod::signed_file),
         )
+        .route("/v1/rooms/{room}/avatar", get(avatar::connect))
         .route("/v1/stories", post(story::upload))
         .route("/v1/stories/{id}/{version}", get(story::get))
         .route(

@@ -11,6 +11,7 @@
 //! | [`dedupe`]     | resends answered with their first seq ([`RecentIds`])       |
 //! | [`batch`]      | what to broadcast, when: batches and merges ([`Batcher`])   |
 //! | [`gifts`]      | catalog, pricing and split ([`gifts::charge`]), combos, leaderboard, goals |
+//! | [`avatar`]     | VMC avatar motion (OSC) folded into poses, sampled at 60 Hz at most |
 //! | [`story`]      | story graphs (validation), the branching runtime: votes, gift goals, keywords, timers |
 //!
 //! ## How a danmaku flows through it
@@ -52,6 +53,7 @@
 //! The invariants each structure promises are stated in its module and checked
 //! by proptest beside the code.
 
+pub mod avatar;
 pub mod batch;
 pub mod danmaku;
 pub mod dedupe;
