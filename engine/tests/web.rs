@@ -601,16 +601,7 @@ async fn a_viewer_votes_from_the_story_panel() {
         |v| v[0] == json!("true") && v[1].as_str().is_some_and(|t| t.contains("100% (1)")),
     )
     .await;
-    let view: Value = t
-        .http
-        .get(format!("{}/v1/rooms/r1/story", t.base))
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = t.get_json_as("/v1/rooms/r1/story", &operator).await;
     assert_eq!(view["tallies"], json!([["left", 0], ["right", 1]]));
 
     assert_eq!(
