@@ -529,7 +529,8 @@ async fn a_viewer_rides_out_a_network_drop() {
 /// The watch page's story panel: a viewer arriving mid-vote sees the scene,
 /// the host's line and the options with a countdown; a click votes (the
 /// button shows it and the count moves for everyone); an operator's
-/// decision shows the result and the next scene.
+/// decision shows the result and the next scene; the host's tracker sends
+/// VMC and the avatar appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_votes_from_the_story_panel() {
     let dist = web_dist();
@@ -627,6 +628,41 @@ async fn a_viewer_votes_from_the_story_panel() {
         },
     )
     .await;
+
+    // The host's tracker sends VMC: the avatar appears with its bones.
+    let performer = t.token("host", "r1", &["publish"]).await;
+    let avatar_url = format!("{}/avatar", t.ws_url("r1").trim_end_matches("/ws"));
+    let (mut tracker, _) =
+        tokio_tungstenite::connect_async(format!("{avatar_url}?token={performer}"))
+            .await
+            .unwrap();
+    let bone = |name: &str, y: f32| {
+        let mut args = vec![rosc::OscType::String(name.into())];
+        args.extend([0.0, y, 0.0, 0.0, 0.0, 0.0, 1.0].map(rosc::OscType::Float));
+        rosc::OscPacket::Message(rosc::OscMessage {
+            addr: "/VMC/Ext/Bone/Pos".into(),
+            args,
+        })
+    };
+    let packet = rosc::OscPacket::Bundle(rosc::OscBundle {
+        timetag: rosc::OscTime::from((0, 1)),
+        content: vec![bone("Hips", 1.0), bone("Spine", 0.2), bone("Chest", 0.2)],
+    });
+    futures_util::SinkExt::send(
+        &mut tracker,
+        tokio_tungstenite::tungstenite::Message::binary(rosc::encoder::encode(&packet).unwrap()),
+    )
+    .await
+    .unwrap();
+    ann.wait_until(
+        "avatar",
+        "the avatar appears with its bones",
+        "const c = document.getElementById('avatar');
+         return c.classList.contains('hidden') ? 0 : Number(c.dataset.bones || 0);",
+        |v| v.as_u64() == Some(3),
+    )
+    .await;
+    assert_usable(&ann, "watch with an avatar").await;
     ann.quit().await;
     t.shutdown().await;
 }

@@ -2,6 +2,7 @@
 // the token in Sec-WebSocket-Protocol, reconnect with backoff, and on
 // reconnect `after_seq` so nothing is missed or repeated.
 
+import type { AvatarMotion } from "./avatar";
 import type { StoryFrame } from "./story";
 
 export interface Danmaku {
@@ -34,6 +35,7 @@ export interface Gift {
 
 export type Frame =
   | StoryFrame
+  | AvatarMotion
   | { type: "welcome"; user_id: string; last_seq: number }
   | Danmaku
   | { type: "danmaku_deleted"; seq: number }

@@ -9,6 +9,7 @@ import { Overlay, type Mode } from "../lib/overlay";
 import { RoomSocket, type Frame } from "../lib/room";
 import type { Session } from "../lib/session";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
+import { AvatarView } from "../lib/avatar";
 import { StoryPanel, type StoryFrame } from "../lib/story";
 import { $, danmakuLine, feedLine, param, randomKey, removeDanmakuLine, say, showLeaderboard } from "../lib/ui";
 import { play, watchStats, type Layer, type MediaSession } from "../lib/webrtc";
@@ -60,6 +61,7 @@ const socket = new RoomSocket(room, session.token, {
 });
 socket.connect();
 
+const avatar = new AvatarView($<HTMLCanvasElement>("avatar"));
 const story = new StoryPanel($("story"), (window, option) => {
   if (!socket.send({ type: "vote", window, option })) say("Not connected: vote again in a moment.", "error");
 });
@@ -272,6 +274,10 @@ function onFrame(frame: Frame): void {
     case "story_trigger":
     case "story_status":
       story.apply(frame);
+      break;
+    case "avatar_motion":
+      $("story").classList.remove("hidden");
+      avatar.apply(frame);
       break;
     case "host_line":
       story.apply(frame);
