@@ -666,3 +666,77 @@ async fn a_viewer_votes_from_the_story_panel() {
     ann.quit().await;
     t.shutdown().await;
 }
+
+/// The studio's story controls: a moderator starts a graph by name, sees
+/// where it stands, pauses and resumes it, and takes a choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_runs_a_story_from_the_studio() {
+    let dist = web_dist();
+    let t = TestEngine::start_with(|c| c.web_dir = dist).await;
+    t.create_room("r1").await;
+    let graph = json!({
+        "id": "show", "version": 2, "start": "ask",
+        "nodes": [
+            {"id": "ask", "scene": {"live": "main"},
+             "choices": [
+                {"id": "left", "label": "Go left", "next": "left-end"},
+                {"id": "right", "label": "Go right", "next": "right-end"}
+             ],
+             "trigger": {"vote": {"window_ms": 600000}}},
+            {"id": "left-end", "scene": {"clip": "left.webm"}},
+            {"id": "right-end", "scene": {"clip": "right.webm"}}
+        ]
+    });
+    let uploaded = t
+        .http
+        .post(format!("{}/v1/stories", t.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&graph)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+
+    let studio = Browser::start().await;
+    studio
+        .open(&format!("{}/studio.html?room=r1", t.base))
+        .await;
+    sign_in(&studio, "streamer").await;
+    studio.fill("#story-graph", "show").await;
+    studio.fill("#story-version", "2").await;
+    studio.click("#story-form button").await;
+    let state = text_of("story-state");
+    studio
+        .wait_until(
+            "studio-story",
+            "the run shows in the studio",
+            &state,
+            contains("show: at ask"),
+        )
+        .await;
+    assert_usable(&studio, "studio with a story").await;
+    studio.click("#story-pause").await;
+    studio
+        .wait_until("studio-paused", "pausing shows", &state, contains("paused"))
+        .await;
+    studio.click("#story-resume").await;
+    studio
+        .wait_until("studio-resumed", "resuming shows", &state, |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("at ask") && !s.contains("paused"))
+        })
+        .await;
+    studio.click("#story-choices button:nth-child(2)").await;
+    studio
+        .wait_until(
+            "studio-chosen",
+            "the choice is taken",
+            &state,
+            contains("at right-end · ended"),
+        )
+        .await;
+    let view = t.get_json_as("/v1/rooms/r1/story", ADMIN_KEY).await;
+    assert_eq!(view["history"][1]["by"], "operator");
+    studio.quit().await;
+    t.shutdown().await;
+}

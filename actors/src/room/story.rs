@@ -49,6 +49,8 @@ pub struct StoryView {
     pub node: String,
     pub scene: Scene,
     pub host_lines: Vec<String>,
+    /// Every choice of the current node (an operator may take any).
+    pub choices: Vec<interactive::story::runtime::VoteOption>,
     pub window: Option<Window>,
     /// The open vote's options with their labels, and counts by option.
     pub vote_options: Vec<interactive::story::runtime::VoteOption>,
@@ -154,6 +156,14 @@ impl RoomStory {
             node: state.node.clone(),
             scene: node.scene.clone(),
             host_lines: node.host_lines.clone(),
+            choices: node
+                .choices
+                .iter()
+                .map(|c| interactive::story::runtime::VoteOption {
+                    id: c.id.clone(),
+                    label: c.label.clone(),
+                })
+                .collect(),
             window: state.window.clone().map(|mut w| {
                 // Ballots are private; the view carries the counts.
                 if let WindowKind::Vote { ballots, .. } = &mut w.kind {

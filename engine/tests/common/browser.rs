@@ -194,8 +194,12 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let id = self.element(css).await;
-        self.command(&format!("element/{id}/click"), Some(json!({})))
+        let reply = self
+            .command(&format!("element/{id}/click"), Some(json!({})))
             .await;
+        // A stale or hidden element answers with an error: say so here
+        // rather than as a later wait that times out.
+        assert!(reply.is_null(), "click {css}: {reply}");
     }
 
     /// Waits until `script` (a function body returning a value) returns

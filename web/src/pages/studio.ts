@@ -130,6 +130,12 @@ function onFrame(frame: Frame): void {
     case "error":
       say(frame.message, "error");
       break;
+    case "scene":
+    case "vote_tally":
+    case "vote_closed":
+    case "story_status":
+      refreshStory();
+      break;
     default:
       break;
   }
@@ -155,6 +161,73 @@ async function mute(user: string): Promise<void> {
   });
   say(`${user} is muted for 10 minutes.`);
 }
+
+/** The run as the API shows it (docs/protocol.md, Stories). */
+interface StoryView {
+  node: string;
+  choices: { id: string; label: string }[];
+  tallies: [string, number][];
+  paused: boolean;
+  ended: boolean;
+  graph_id: string;
+}
+
+const storyPath = `/v1/rooms/${encodeURIComponent(room)}/story`;
+let storyRefresh: number | undefined;
+
+/** Reads the run again, at most four times a second. */
+function refreshStory(): void {
+  if (storyRefresh !== undefined) return;
+  storyRefresh = window.setTimeout(() => {
+    storyRefresh = undefined;
+    api<StoryView>(storyPath, { token: session.token }).then(showStory, () => showStory(null));
+  }, 250);
+}
+
+function showStory(view: StoryView | null): void {
+  const choices = $("story-choices");
+  // Rebuilt only when the node changes: a refresh must not pull a button
+  // from under the operator's pointer (or keyboard focus).
+  const key = view ? `${view.node}:${view.choices.map((c) => c.id).join(",")}` : "";
+  if (choices.dataset.key !== key) {
+    choices.dataset.key = key;
+    choices.replaceChildren();
+    for (const choice of view?.choices ?? []) {
+      choices.append(storyAction(`Take “${choice.label || choice.id}”`, "choose", { choice: choice.id }));
+    }
+  }
+  if (!view) {
+    $("story-state").textContent = "No story running.";
+    return;
+  }
+  const votes = view.tallies.map(([option, n]) => `${option} ${n}`).join(", ");
+  const status = view.ended ? " · ended" : view.paused ? " · paused" : "";
+  $("story-state").textContent = `${view.graph_id}: at ${view.node}${status}${votes ? ` · votes: ${votes}` : ""}`;
+}
+
+function storyAction(label: string, action: string, body: unknown = {}): HTMLButtonElement {
+  return moderation(label, async () => {
+    showStory(await api<StoryView>(`${storyPath}/${action}`, { method: "POST", token: session.token, body }));
+  });
+}
+
+$("story-form").onsubmit = async (event) => {
+  event.preventDefault();
+  const graph_id = $<HTMLInputElement>("story-graph").value.trim();
+  const version = Number($<HTMLInputElement>("story-version").value);
+  try {
+    showStory(await api<StoryView>(storyPath, { method: "POST", token: session.token, body: { graph_id, version } }));
+    say(`Story ${graph_id} v${version} started.`);
+  } catch (error) {
+    say(explain(error), "error");
+  }
+};
+for (const action of ["pause", "resume"]) {
+  const button = storyAction(action === "pause" ? "Pause" : "Resume", action);
+  button.id = `story-${action}`;
+  $(`story-${action}`).replaceWith(button);
+}
+refreshStory();
 
 $("term-form").onsubmit = async (event) => {
   event.preventDefault();
