@@ -187,9 +187,18 @@ async fn a_stream_is_transcoded_served_as_hls_and_recorded() {
     let segments = codec::hls::read_segments(&playlist).unwrap();
     let recorded: u64 = segments.iter().map(|s| s.duration_ms).sum();
     let published_ms = duration.as_millis() as u64;
+    // A transcoder that falls behind real time drops frames (by design, and
+    // counted): on a starved machine those are missing from the recording.
+    let mut lost = 0.0;
+    for stage in ["dropped", "incomplete"] {
+        let name = format!("live_transcode_frames_total{{stage=\"{stage}\"}}");
+        lost += t.metric(&name).await.unwrap_or(0.0);
+    }
+    let slack = 1000 + lost as u64 * 1000 / 30;
     assert!(
-        recorded.abs_diff(published_ms) <= 1000,
-        "recorded {recorded} ms of {published_ms} ms published (one segment of slack)"
+        recorded.abs_diff(published_ms) <= slack,
+        "recorded {recorded} ms of {published_ms} ms published (one segment of slack, \
+         and {lost} frames the transcoder did not get)"
     );
     assert!(Path::new(&playlist).with_file_name("init.mp4").exists());
     let mut status = 0;
