@@ -270,7 +270,8 @@ async fn fifty_viewers_vote_and_the_window_closes_on_the_winner() {
             assert_eq!(nodes, ["ask", "blue-end"]);
             assert_eq!(votes.len(), 1);
             assert_eq!(votes[0].kind, "vote.closed");
-            let result = protocol::v1::StoryVoteClosed::decode(votes[0].payload.clone()).unwrap();
+            let closed = protocol::v1::StoryVoteClosed::decode(votes[0].payload.clone()).unwrap();
+            let result = closed.result.unwrap();
             assert_eq!((result.winner.as_str(), result.voters), ("blue", 50));
             break;
         }

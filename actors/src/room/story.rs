@@ -122,23 +122,26 @@ impl RoomStory {
         command: StoryCommand,
         now_ms: u64,
     ) -> Result<Option<StoryView>, RoomError> {
-        if let StoryCommand::Start { graph, seed } = command {
-            self.runtime = Some(StoryRuntime::start(graph, seed, now_ms));
-            self.dirty = true;
-            return Ok(self.view());
-        }
-        let runtime = self.runtime.as_mut().ok_or(RoomError::NoStory)?;
-        let result = match command {
-            StoryCommand::Start { .. } => unreachable!("handled above"),
-            StoryCommand::Pause => runtime.pause(now_ms),
-            StoryCommand::Resume => runtime.resume(now_ms),
-            StoryCommand::Choose(choice) => runtime.choose(&choice, now_ms),
-            StoryCommand::Jump(node) => runtime.jump(&node, now_ms),
-            StoryCommand::Stop => {
+        let result = match (command, self.runtime.as_mut()) {
+            (StoryCommand::Start { graph, seed }, _) => {
+                self.runtime = Some(StoryRuntime::start(graph, seed, now_ms));
+                Ok(())
+            }
+            (_, None) => return Err(RoomError::NoStory),
+            // Reading changes nothing, so it costs no write.
+            (StoryCommand::Show, Some(_)) => return Ok(self.view()),
+            (StoryCommand::Stop, Some(_)) => {
                 self.runtime = None;
+                // Votes waiting for a write that will not come.
+                for (sender, _) in self.receipts.drain(..) {
+                    sender.send(vote_error(&VoteError::Ended));
+                }
                 return Ok(None);
             }
-            StoryCommand::Show => Ok(()),
+            (StoryCommand::Pause, Some(runtime)) => runtime.pause(now_ms),
+            (StoryCommand::Resume, Some(runtime)) => runtime.resume(now_ms),
+            (StoryCommand::Choose(choice), Some(runtime)) => runtime.choose(&choice, now_ms),
+            (StoryCommand::Jump(node), Some(runtime)) => runtime.jump(&node, now_ms),
         };
         result.map_err(|e: OperatorError| RoomError::StoryRefused(e.to_string()))?;
         self.dirty = true;
@@ -288,10 +291,6 @@ impl RoomStory {
             }
         }
         Ok(())
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.runtime.is_some()
     }
 }
 
@@ -484,12 +483,7 @@ fn bus_event(
             &StoryVoteClosed {
                 room_id: room_id.to_owned(),
                 graph_id: graph.id.clone(),
-                window: closed.window,
-                winner: closed.winner.clone(),
-                tie_break: closed.tie_break.clone(),
-                seed: closed.seed,
-                tallies: closed.tallies.clone(),
-                voters: closed.voters,
+                result: Some(closed.clone()),
             },
         )),
         _ => None,
