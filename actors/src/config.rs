@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use interactive::BatchConfig;
 
+use crate::program::Programs;
 use crate::recording::RecordingConfig;
 use crate::room::GiftsConfig;
 use crate::supervision::RestartBudget;
@@ -55,6 +56,9 @@ pub struct ActorsConfig {
     pub relay_batch: usize,
     /// Transcoding and recording of streams; none forwards media only.
     pub recording: Option<RecordingConfig>,
+    /// Rooms' programs (story clips and voice); none: stories run without
+    /// one (frames and events only).
+    pub programs: Option<Programs>,
 }
 
 impl Default for ActorsConfig {
@@ -68,6 +72,7 @@ impl Default for ActorsConfig {
             restart_budget: RestartBudget::default(),
             relay_batch: 256,
             recording: None,
+            programs: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! encoded by real encoders, decoded by real decoders, dimensions checked).
 
 mod audio;
+pub mod clip;
 mod error;
 pub mod hls;
 pub mod ladder;

@@ -47,6 +47,7 @@ pub struct Config {
     pub store: StoreSection,
     pub transcode: TranscodeSection,
     pub avatar: AvatarSection,
+    pub story: StorySection,
     /// How long a graceful shutdown may take before it gives up waiting.
     pub shutdown_timeout_s: u64,
 }
@@ -102,6 +103,38 @@ pub struct AvatarSection {
     pub vmc_udp_addr: Option<SocketAddr>,
     /// The room that motion arriving over UDP goes to.
     pub vmc_udp_room: String,
+}
+
+/// A room's program: the stream its story plays clips and speaks host
+/// lines into (see docs/story.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorySection {
+    /// Where `clip` scenes' files are; empty: `<data_dir>/clips`.
+    pub clips_dir: PathBuf,
+    /// The stream name a room's program publishes under.
+    pub program_stream: String,
+    /// Speak host lines into the program's audio.
+    pub voice_enabled: bool,
+    /// The text-to-speech command: reads text on stdin, writes a WAV to
+    /// stdout with `--stdout -v <voice> -s <speed>` (espeak-ng's flags).
+    pub voice_command: String,
+    pub voice: String,
+    /// Words per minute.
+    pub voice_speed: u32,
+}
+
+impl Default for StorySection {
+    fn default() -> Self {
+        Self {
+            clips_dir: PathBuf::new(),
+            program_stream: "program".into(),
+            voice_enabled: true,
+            voice_command: "espeak-ng".into(),
+            voice: "en-us".into(),
+            voice_speed: 165,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +219,7 @@ impl Default for Config {
             billing: BillingSection::default(),
             vod: VodSection::default(),
             avatar: AvatarSection::default(),
+            story: StorySection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
             transcode: TranscodeSection::default(),
@@ -416,6 +450,14 @@ impl Config {
                 "admin_key must be at least 16 characters",
             ),
             (
+                !valid_room_id(&self.story.program_stream),
+                "story.program_stream must be a stream name (1-64 of A-Z a-z 0-9 - _)",
+            ),
+            (
+                !(80..=450).contains(&self.story.voice_speed),
+                "story.voice_speed must be 80 to 450 words per minute",
+            ),
+            (
                 self.avatar.vmc_udp_addr.is_some() && !valid_room_id(&self.avatar.vmc_udp_room),
                 "avatar.vmc_udp_room must name a room (1-64 of A-Z a-z 0-9 - _) when avatar.vmc_udp_addr is set",
             ),
@@ -595,6 +637,25 @@ impl Config {
             sweep_interval: Duration::from_millis(self.billing.sweep_interval_ms.max(1)),
             ack_wait: Duration::from_secs(self.billing.ack_wait_s.max(1)),
         }
+    }
+
+    /// Where clips are read from.
+    pub fn clips_dir(&self) -> PathBuf {
+        if self.story.clips_dir.as_os_str().is_empty() {
+            self.data_dir.join("clips")
+        } else {
+            self.story.clips_dir.clone()
+        }
+    }
+
+    /// The host's voice, when enabled.
+    pub fn voice(&self) -> Option<sfu::Voice> {
+        let s = &self.story;
+        s.voice_enabled.then(|| sfu::Voice {
+            command: s.voice_command.clone(),
+            voice: s.voice.clone(),
+            speed: s.voice_speed,
+        })
     }
 
     pub fn media_limits(&self) -> sfu::Limits {

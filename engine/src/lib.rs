@@ -107,6 +107,13 @@ impl Engine {
             root: recordings_root.clone(),
             live: recordings.clone(),
         });
+        let programs = actors::Programs::new(actors::ProgramsConfig {
+            media: media.clone(),
+            clips_dir: config.clips_dir(),
+            stream: config.story.program_stream.clone(),
+            voice: checked_voice(config.voice()),
+        });
+        actors_config.programs = Some(programs.clone());
         let catalog = actors_config.gifts.catalog.clone();
         apply_catalog_changes(&catalog, dyn_store.as_ref()).await?;
         let actors = Actors::start(dyn_store.clone(), bus.clone(), actors_config)
@@ -150,6 +157,7 @@ impl Engine {
             recordings,
             recordings_root,
             url_key: gateway::url_signing_key(&admin_key),
+            programs: Some(programs),
         };
         if let Some(addr) = config.avatar.vmc_udp_addr {
             let socket = tokio::net::UdpSocket::bind(addr)
@@ -245,6 +253,25 @@ impl Engine {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The configured voice if its command is installed; otherwise host lines
+/// stay text, said once at start rather than at every line.
+fn checked_voice(voice: Option<sfu::Voice>) -> Option<sfu::Voice> {
+    let voice = voice?;
+    let command = Path::new(&voice.command);
+    let installed = if command.components().count() > 1 {
+        command.is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+    };
+    if installed {
+        Some(voice)
+    } else {
+        tracing::warn!(command = %voice.command, "story.voice_command is not installed: host lines stay text (apt-get install espeak-ng, or set story.voice_enabled = false)");
+        None
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bus::testing::NatsServer;
-use common::{ADMIN_KEY, Client, TestEngine, read_stream};
+use common::{ADMIN_KEY, Client, TestEngine, demo_clips, read_stream};
 use prost::Message;
 use protocol::v1::server_frame::Frame;
 use serde_json::{Value, json};
@@ -24,23 +24,10 @@ fn poll_graph(version: u32) -> Value {
                 {"id": "blue", "label": "Blue", "next": "blue-end"}
              ],
              "trigger": {"vote": {"window_ms": 15000, "default": "red", "allow_change": true}}},
-            {"id": "red-end", "scene": {"clip": "red.webm"}},
-            {"id": "blue-end", "scene": {"clip": "blue.webm"}, "host_lines": ["Blue wins!"]}
+            {"id": "red-end", "scene": {"clip": "midnight.mp4"}},
+            {"id": "blue-end", "scene": {"clip": "aurora.mp4"}, "host_lines": ["Blue wins!"]}
         ]
     })
-}
-
-async fn post(t: &TestEngine, path: &str, token: &str, body: &Value) -> (u16, Value) {
-    let response = t
-        .http
-        .post(format!("{}{path}", t.base))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// `GET /v1/rooms/r1/story`: status and body.
@@ -93,14 +80,18 @@ async fn vote(client: &mut Client, window: u64, option: &str) -> Frame {
 async fn fifty_viewers_vote_and_the_window_closes_on_the_winner() {
     let nats = NatsServer::start();
     let url = nats.url();
-    let t = TestEngine::start_with(|c| c.nats_url = Some(url.clone())).await;
+    let t = TestEngine::start_with(|c| {
+        c.nats_url = Some(url.clone());
+        c.story.clips_dir = demo_clips();
+    })
+    .await;
     t.create_room("r1").await;
 
     // Uploads: every problem at once; then the graph; then idempotence.
     let mut broken = poll_graph(1);
     broken["nodes"][0]["choices"][1]["next"] = json!("nowhere");
     broken["nodes"][0]["choices"][0]["condition"] = json!("score >");
-    let (status, body) = post(&t, "/v1/stories", ADMIN_KEY, &broken).await;
+    let (status, body) = t.post_json("/v1/stories", ADMIN_KEY, &broken).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "invalid_story");
     let problems = body["error"]["problems"].as_array().unwrap();
@@ -124,22 +115,24 @@ async fn fifty_viewers_vote_and_the_window_closes_on_the_winner() {
             .any(|p| p["node"] == "blue-end"
                 && p["message"].as_str().unwrap().contains("unreachable"))
     );
-    let (status, body) = post(&t, "/v1/stories", ADMIN_KEY, &poll_graph(1)).await;
+    let (status, body) = t.post_json("/v1/stories", ADMIN_KEY, &poll_graph(1)).await;
     assert_eq!((status, &body["id"]), (201, &json!("poll")), "{body}");
     assert_eq!(
-        post(&t, "/v1/stories", ADMIN_KEY, &poll_graph(1)).await.0,
+        t.post_json("/v1/stories", ADMIN_KEY, &poll_graph(1))
+            .await
+            .0,
         200
     );
     let mut changed = poll_graph(1);
     changed["nodes"][0]["host_lines"] = json!(["Another line"]);
-    let (status, body) = post(&t, "/v1/stories", ADMIN_KEY, &changed).await;
+    let (status, body) = t.post_json("/v1/stories", ADMIN_KEY, &changed).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (409, &json!("version_exists"))
     );
     let viewer_token = t.token("viewer", "r1", &["subscribe"]).await;
     assert_eq!(
-        post(&t, "/v1/stories", &viewer_token, &poll_graph(2))
+        t.post_json("/v1/stories", &viewer_token, &poll_graph(2))
             .await
             .0,
         403,
@@ -151,12 +144,12 @@ async fn fifty_viewers_vote_and_the_window_closes_on_the_winner() {
     let operator = t.token("op", "r1", &["moderate"]).await;
     let start = json!({ "graph_id": "poll", "version": 1, "seed": 7 });
     assert_eq!(
-        post(&t, "/v1/rooms/r1/story", &viewer_token, &start)
+        t.post_json("/v1/rooms/r1/story", &viewer_token, &start)
             .await
             .0,
         403
     );
-    let (status, view) = post(&t, "/v1/rooms/r1/story", &operator, &start).await;
+    let (status, view) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
     assert_eq!(status, 201, "{view}");
     assert_eq!(view["node"], "ask");
     let Frame::Scene(scene) = next_story_frame(&mut watcher).await else {
@@ -234,7 +227,7 @@ async fn fifty_viewers_vote_and_the_window_closes_on_the_winner() {
             scene.scene_kind.as_str(),
             scene.scene_source.as_str()
         ),
-        ("blue-end", "clip", "blue.webm")
+        ("blue-end", "clip", "aurora.mp4")
     );
     assert_eq!((scene.via.as_str(), scene.by.as_str()), ("blue", "vote"));
     let Frame::StoryStatus(status) = next_story_frame(&mut watcher).await else {
@@ -283,16 +276,18 @@ async fn fifty_viewers_vote_and_the_window_closes_on_the_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_restarted_mid_vote_keeps_every_acknowledged_ballot() {
-    let t = TestEngine::start().await;
+    let t = TestEngine::start_with(|c| c.story.clips_dir = demo_clips()).await;
     t.create_room("r1").await;
     assert_eq!(
-        post(&t, "/v1/stories", ADMIN_KEY, &poll_graph(1)).await.0,
+        t.post_json("/v1/stories", ADMIN_KEY, &poll_graph(1))
+            .await
+            .0,
         201
     );
     let operator = t.token("op", "r1", &["moderate"]).await;
     let start = json!({ "graph_id": "poll", "version": 1 });
     assert_eq!(
-        post(&t, "/v1/rooms/r1/story", &operator, &start).await.0,
+        t.post_json("/v1/rooms/r1/story", &operator, &start).await.0,
         201
     );
     let mut voters = Vec::new();
@@ -340,30 +335,32 @@ async fn a_room_restarted_mid_vote_keeps_every_acknowledged_ballot() {
     );
 
     // The operator steers: pause refuses votes, choose decides now.
-    let (status, view) = post(&t, "/v1/rooms/r1/story/pause", &operator, &json!({})).await;
+    let (status, view) = t
+        .post_json("/v1/rooms/r1/story/pause", &operator, &json!({}))
+        .await;
     assert_eq!((status, &view["paused"]), (200, &json!(true)));
     let Frame::Error(paused) = vote(&mut again, 0, "red").await else {
         panic!("votes are refused while paused");
     };
     assert_eq!(paused.code, "story_paused");
-    let (status, body) = post(
-        &t,
-        "/v1/rooms/r1/story/choose",
-        &operator,
-        &json!({"choice": "purple"}),
-    )
-    .await;
+    let (status, body) = t
+        .post_json(
+            "/v1/rooms/r1/story/choose",
+            &operator,
+            &json!({"choice": "purple"}),
+        )
+        .await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (409, &json!("story_refused"))
     );
-    let (status, view) = post(
-        &t,
-        "/v1/rooms/r1/story/choose",
-        &operator,
-        &json!({"choice": "red"}),
-    )
-    .await;
+    let (status, view) = t
+        .post_json(
+            "/v1/rooms/r1/story/choose",
+            &operator,
+            &json!({"choice": "red"}),
+        )
+        .await;
     assert_eq!(
         (status, &view["node"], &view["ended"]),
         (200, &json!("red-end"), &json!(true))
@@ -384,7 +381,7 @@ async fn a_room_restarted_mid_vote_keeps_every_acknowledged_ballot() {
 /// keyword said by enough distinct viewers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gifts_and_danmaku_in_the_room_drive_goal_and_keyword_triggers() {
-    let t = TestEngine::start().await;
+    let t = TestEngine::start_with(|c| c.story.clips_dir = demo_clips()).await;
     t.create_room("r1").await;
     let graph = json!({
         "id": "hype", "version": 1, "start": "goal",
@@ -395,15 +392,15 @@ async fn gifts_and_danmaku_in_the_room_drive_goal_and_keyword_triggers() {
             {"id": "chant", "scene": {"live": "main"},
              "choices": [{"id": "yes", "next": "encore"}, {"id": "no", "next": "quiet"}],
              "trigger": {"keyword": {"words": ["encore"], "users": 2, "window_ms": 60000, "matched": "yes", "missed": "no"}}},
-            {"id": "encore", "scene": {"clip": "encore.webm"}},
+            {"id": "encore", "scene": {"clip": "bonus.mp4"}},
             {"id": "quiet", "scene": {"live": "main"}}
         ]
     });
-    assert_eq!(post(&t, "/v1/stories", ADMIN_KEY, &graph).await.0, 201);
+    assert_eq!(t.post_json("/v1/stories", ADMIN_KEY, &graph).await.0, 201);
     let operator = t.token("op", "r1", &["moderate"]).await;
     let start = json!({ "graph_id": "hype", "version": 1 });
     assert_eq!(
-        post(&t, "/v1/rooms/r1/story", &operator, &start).await.0,
+        t.post_json("/v1/rooms/r1/story", &operator, &start).await.0,
         201
     );
 
@@ -465,7 +462,7 @@ async fn gifts_and_danmaku_in_the_room_drive_goal_and_keyword_triggers() {
 /// printed (measured here, judged in docs/benchmarks.md, never asserted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_answers_the_chat_from_the_faq() {
-    let t = TestEngine::start().await;
+    let t = TestEngine::start_with(|c| c.story.clips_dir = demo_clips()).await;
     t.create_room("r1").await;
     let sample = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -473,11 +470,11 @@ async fn the_host_answers_the_chat_from_the_faq() {
     ))
     .unwrap();
     let sample: Value = serde_json::from_str(&sample).unwrap();
-    assert_eq!(post(&t, "/v1/stories", ADMIN_KEY, &sample).await.0, 201);
+    assert_eq!(t.post_json("/v1/stories", ADMIN_KEY, &sample).await.0, 201);
     let operator = t.token("op", "r1", &["moderate"]).await;
     let start = json!({ "graph_id": "brand-launch", "version": 1 });
     assert_eq!(
-        post(&t, "/v1/rooms/r1/story", &operator, &start).await.0,
+        t.post_json("/v1/rooms/r1/story", &operator, &start).await.0,
         201
     );
     let mut asker = t.chatter("ann", "r1").await;

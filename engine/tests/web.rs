@@ -534,7 +534,11 @@ async fn a_viewer_rides_out_a_network_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_votes_from_the_story_panel() {
     let dist = web_dist();
-    let t = TestEngine::start_with(|c| c.web_dir = dist).await;
+    let t = TestEngine::start_with(|c| {
+        c.web_dir = dist;
+        c.story.clips_dir = common::demo_clips();
+    })
+    .await;
     t.create_room("r1").await;
     let graph = json!({
         "id": "panel", "version": 1, "start": "ask",
@@ -545,8 +549,8 @@ async fn a_viewer_votes_from_the_story_panel() {
                 {"id": "right", "label": "Go right", "next": "right-end"}
              ],
              "trigger": {"vote": {"window_ms": 600000, "allow_change": true}}},
-            {"id": "left-end", "scene": {"clip": "left.webm"}, "host_lines": ["Left it is."]},
-            {"id": "right-end", "scene": {"clip": "right.webm"}, "host_lines": ["Right it is."]}
+            {"id": "left-end", "scene": {"clip": "midnight.mp4"}, "host_lines": ["Left it is."]},
+            {"id": "right-end", "scene": {"clip": "aurora.mp4"}, "host_lines": ["Right it is."]}
         ]
     });
     let post = |path: &str, token: &str, body: Value| {
@@ -672,7 +676,11 @@ async fn a_viewer_votes_from_the_story_panel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_runs_a_story_from_the_studio() {
     let dist = web_dist();
-    let t = TestEngine::start_with(|c| c.web_dir = dist).await;
+    let t = TestEngine::start_with(|c| {
+        c.web_dir = dist;
+        c.story.clips_dir = common::demo_clips();
+    })
+    .await;
     t.create_room("r1").await;
     let graph = json!({
         "id": "show", "version": 2, "start": "ask",
@@ -683,8 +691,8 @@ async fn a_moderator_runs_a_story_from_the_studio() {
                 {"id": "right", "label": "Go right", "next": "right-end"}
              ],
              "trigger": {"vote": {"window_ms": 600000}}},
-            {"id": "left-end", "scene": {"clip": "left.webm"}},
-            {"id": "right-end", "scene": {"clip": "right.webm"}}
+            {"id": "left-end", "scene": {"clip": "midnight.mp4"}},
+            {"id": "right-end", "scene": {"clip": "aurora.mp4"}}
         ]
     });
     let uploaded = t

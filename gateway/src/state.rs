@@ -66,6 +66,8 @@ pub struct AppState {
     pub recordings_root: std::path::PathBuf,
     /// Signs playlist URLs (see `routes::hls`).
     pub url_key: ring::hmac::Key,
+    /// Rooms' programs (story clips); none: stories have no program.
+    pub programs: Option<actors::Programs>,
 }
 
 impl AppState {

@@ -12,6 +12,10 @@ pub enum SfuError {
     /// None of the offered codecs is one the engine forwards. (422)
     #[error("no acceptable codec: the engine takes Opus, VP8 and H.264")]
     NoCodec,
+    /// A subscriber of a room's program did not offer H.264, the program's
+    /// video codec. (422)
+    #[error("the room's program is H.264: offer H.264 (packetization-mode 1)")]
+    NeedsH264,
     /// The offer was valid but could not be negotiated. (400)
     #[error("the offer cannot be negotiated: {0}")]
     Negotiation(String),

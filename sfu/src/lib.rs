@@ -29,6 +29,7 @@ mod layer;
 mod meter;
 mod peer;
 mod plane;
+pub mod program;
 mod rendition;
 mod router;
 mod transcode;
@@ -37,10 +38,11 @@ pub use error::SfuError;
 pub use layer::{LayerChoice, Layers};
 pub use peer::{PeerId, Role};
 pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
+pub use program::{Cue, Program, Voice};
 pub use rendition::{Feed, RenditionLayer};
 pub use router::{
-    IngestFrame, KEYFRAME_REQUEST_INTERVAL, Router, RouterConfig, SfuEvent, StreamInfo, StreamKey,
-    TrackStats, Transmit,
+    IngestFrame, KEYFRAME_REQUEST_INTERVAL, LocalFrame, Router, RouterConfig, SfuEvent, StreamInfo,
+    StreamKey, TrackStats, Transmit,
 };
 pub use transcode::{Transcode, TranscodeEvent, TranscodeJob};
 

@@ -57,6 +57,9 @@ pub(crate) struct Peer {
     /// Subscriber: the payload type its H.264 renditions go out with
     /// (packetization mode 1), when it negotiated H.264.
     pub rendition_pt: Option<Pt>,
+    /// Subscriber: the payload type of Opus on its audio line (what a
+    /// program's audio goes out with).
+    pub opus_pt: Option<Pt>,
     /// Subscriber: str0m's latest estimate of what reaches it, bit/s.
     pub estimate_bps: Option<u64>,
     /// Publisher: the video bytes last reported, and the rate they give.
@@ -109,6 +112,16 @@ impl Peer {
                 let spec = params.spec();
                 spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
             })
+            .map(|params| params.pt())
+    }
+
+    /// The payload type of Opus on the audio line, if negotiated.
+    pub fn opus_pt(&mut self) -> Option<Pt> {
+        let mid = self.track_of_kind(MediaKind::Audio)?;
+        let writer = self.rtc.writer(mid)?;
+        writer
+            .payload_params()
+            .find(|params| params.spec().codec == Codec::Opus)
             .map(|params| params.pt())
     }
 

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::layer::LayerChoice;
 use crate::meter::Meter;
-use crate::transcode::{FromTranscoder, Job, Slots, TAP_CAPACITY, Tap};
+use crate::program::{Program, ProgramJob, Voice};
+use crate::transcode::{FromWorker, Job, Slots, TAP_CAPACITY, Tap};
 use crate::{
     IngestFrame, PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey,
     Transcode, TranscodeJob,
@@ -95,6 +96,12 @@ enum Command {
         stream: StreamKey,
         reply: oneshot::Sender<bool>,
     },
+    /// Starts a program on `stream` (ending the one it may have).
+    StartProgram {
+        stream: StreamKey,
+        owner: String,
+        reply: oneshot::Sender<Result<PeerId, SfuError>>,
+    },
     /// Starts copying a live stream's frames into a transcoder's queue.
     Tap {
         stream: StreamKey,
@@ -110,7 +117,7 @@ pub struct MediaPlane {
     local_addr: SocketAddr,
     transcodes: Slots,
     /// Where transcode threads send renditions back to the media thread.
-    renditions: mpsc::Sender<FromTranscoder>,
+    renditions: mpsc::Sender<FromWorker>,
 }
 
 impl MediaPlane {
@@ -297,6 +304,46 @@ impl MediaPlane {
         Ok(Transcode { events })
     }
 
+    /// Starts a room's program on `stream`: a stream the engine publishes
+    /// itself, played by a thread of its own until the returned handle is
+    /// dropped (see [`crate::program`]). Viewers subscribe to it like to
+    /// any stream. A program already on `stream` is replaced; a WebRTC
+    /// publisher there makes it [`SfuError::StreamLive`].
+    pub async fn program(
+        &self,
+        stream: StreamKey,
+        owner: String,
+        voice: Option<Voice>,
+    ) -> Result<Program, SfuError> {
+        let (cues_tx, cues) = std::sync::mpsc::channel();
+        let key = stream.clone();
+        let source = self
+            .ask(|reply| Command::StartProgram {
+                stream: key,
+                owner,
+                reply,
+            })
+            .await??;
+        let job = ProgramJob {
+            stream: stream.clone(),
+            source,
+            cues,
+            voice,
+            back: self.renditions.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("program-{}", stream.room))
+            .spawn(move || job.run());
+        if spawned.is_err() {
+            let _ = self
+                .renditions
+                .send(FromWorker::ProgramEnded { stream, source })
+                .await;
+            return Err(SfuError::Unavailable);
+        }
+        Ok(Program { cues: cues_tx })
+    }
+
     /// Fault injection for tests and drills: the stream's transcoder fails
     /// at its next frame, as a codec error would make it. Returns whether
     /// the stream had one.
@@ -324,7 +371,7 @@ async fn run(
     socket: UdpSocket,
     mut router: Router,
     mut commands: mpsc::Receiver<Command>,
-    mut renditions: mpsc::Receiver<FromTranscoder>,
+    mut renditions: mpsc::Receiver<FromWorker>,
     events: mpsc::UnboundedSender<MediaEvent>,
 ) {
     // Peers address their datagrams to the candidate they were given (the
@@ -360,11 +407,15 @@ async fn run(
                 }
             }
             Some(message) = renditions.recv() => match message {
-                FromTranscoder::Opened { stream, renditions, source_height } => {
+                FromWorker::Opened { stream, renditions, source_height } => {
                     router.set_renditions(&stream, renditions, source_height);
                 }
-                FromTranscoder::Frame { stream, rendition, data, keyframe, time } => {
+                FromWorker::Frame { stream, rendition, data, keyframe, time } => {
                     router.push_rendition(&stream, rendition, &data, keyframe, time, Instant::now());
+                }
+                FromWorker::Program(frame) => router.push_local(frame, Instant::now()),
+                FromWorker::ProgramEnded { stream, source } => {
+                    router.end_local(&stream, source, Instant::now());
                 }
             },
             received = socket.recv_from(&mut buf) => match received {
@@ -474,6 +525,12 @@ fn feed_tap(taps: &mut HashMap<StreamKey, Tap>, router: &mut Router, frame: Inge
     }
 }
 
+/// Unguessable: 128 random bits, hex.
+fn session_id() -> String {
+    let id: [u8; 16] = rand::random();
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -497,8 +554,7 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
                 Role::Subscriber => router.subscribe(stream.clone(), &offer, layer, now),
             };
             let result = opened.map(|(peer, answer)| {
-                let id: [u8; 16] = rand::random();
-                let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+                let id = session_id();
                 let session = MediaSession {
                     id: id.clone(),
                     peer,
@@ -510,6 +566,31 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
                 (session, answer)
             });
             let _ = reply.send(result);
+        }
+        Command::StartProgram {
+            stream,
+            owner,
+            reply,
+        } => {
+            if let Some(old) = router.local_source(&stream) {
+                router.end_local(&stream, old, now);
+            }
+            let started = router.publish_local(stream.clone()).inspect(|&peer| {
+                // A session like a publisher's: its owner is who the
+                // stream's events name.
+                let id = session_id();
+                sessions.insert(
+                    id.clone(),
+                    MediaSession {
+                        id,
+                        peer,
+                        role: Role::Publisher,
+                        stream,
+                        owner,
+                    },
+                );
+            });
+            let _ = reply.send(started);
         }
         Command::Close { session, reply } => {
             let result = match sessions.remove(&session) {

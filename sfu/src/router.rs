@@ -8,7 +8,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -125,6 +125,21 @@ pub struct IngestFrame {
     pub contiguous: bool,
 }
 
+/// A frame of a stream the engine publishes itself (a room's program):
+/// H.264 (Annex B, 90 kHz) or Opus (48 kHz).
+#[derive(Debug, Clone)]
+pub struct LocalFrame {
+    pub stream: StreamKey,
+    /// The program that made it ([`Router::publish_local`]): frames of a
+    /// program that was replaced are dropped.
+    pub source: PeerId,
+    pub kind: MediaKind,
+    pub data: std::sync::Arc<[u8]>,
+    pub keyframe: bool,
+    /// On the stream's own timeline, in the codec's clock.
+    pub time: u64,
+}
+
 /// What the router tells its owner (the actors, through the run loop).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SfuEvent {
@@ -163,6 +178,11 @@ pub struct Router {
     config: RouterConfig,
     peers: HashMap<PeerId, Peer>,
     publishers: HashMap<StreamKey, PeerId>,
+    /// Streams the engine itself publishes (a room's program): no WebRTC
+    /// publisher; the media thread pushes their frames
+    /// ([`Self::push_local`]). The id tells one program from the next on
+    /// the same stream.
+    locals: HashMap<StreamKey, PeerId>,
     subscribers: HashMap<StreamKey, Vec<PeerId>>,
     /// Taps and renditions of transcoded streams.
     media: HashMap<StreamKey, StreamMedia>,
@@ -205,6 +225,7 @@ impl Router {
             config,
             peers: HashMap::new(),
             publishers: HashMap::new(),
+            locals: HashMap::new(),
             subscribers: HashMap::new(),
             media: HashMap::new(),
             next_id: 1,
@@ -230,7 +251,7 @@ impl Router {
         offer: &str,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
-        if self.publishers.contains_key(&stream) {
+        if self.is_live(&stream) {
             return Err(SfuError::StreamLive);
         }
         let (id, answer) = self.add_peer(Role::Publisher, stream.clone(), offer, now)?;
@@ -246,7 +267,7 @@ impl Router {
         layer: LayerChoice,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
-        if !self.publishers.contains_key(&stream) {
+        if !self.is_live(&stream) {
             return Err(SfuError::StreamNotLive);
         }
         if self.subscriber_count(&stream) >= self.config.max_subscribers_per_stream {
@@ -257,6 +278,11 @@ impl Router {
         let (id, answer) = self.add_peer(Role::Subscriber, stream.clone(), offer, now)?;
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.layer = layer;
+            if self.locals.contains_key(&stream) && peer.h264_pt().is_none() {
+                // A program is H.264 whatever its clips' source was.
+                self.peers.remove(&id);
+                return Err(SfuError::NeedsH264);
+            }
         }
         self.subscribers.entry(stream).or_default().push(id);
         Ok((id, answer))
@@ -327,6 +353,7 @@ impl Router {
             feed: FeedState::default(),
             auto: AutoFeed::default(),
             rendition_pt: None,
+            opus_pt: None,
             estimate_bps: None,
             source_bytes: None,
             source_bps: None,
@@ -482,7 +509,7 @@ impl Router {
     }
 
     pub fn is_live(&self, stream: &StreamKey) -> bool {
-        self.publishers.contains_key(stream)
+        self.publishers.contains_key(stream) || self.locals.contains_key(stream)
     }
 
     /// The live streams of a room, by name.
@@ -502,6 +529,18 @@ impl Router {
                 })
             })
             .collect();
+        streams.extend(
+            self.locals
+                .keys()
+                .filter(|key| key.room == room)
+                .map(|key| StreamInfo {
+                    stream: key.stream.clone(),
+                    connected: true,
+                    tracks: vec![MediaKind::Audio, MediaKind::Video],
+                    subscribers: self.subscriber_count(key),
+                    publisher: String::new(),
+                }),
+        );
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
         streams
     }
@@ -583,6 +622,7 @@ impl Router {
                 if role == Role::Subscriber {
                     if let Some(peer) = self.peers.get_mut(&id) {
                         peer.rendition_pt = peer.h264_pt();
+                        peer.opus_pt = peer.opus_pt();
                     }
                     // A viewer joining mid-stream needs a keyframe now.
                     match self.target_feed(id) {
@@ -809,7 +849,7 @@ impl Router {
         tapped: bool,
         now: Instant,
     ) -> Result<(), SfuError> {
-        if !self.publishers.contains_key(stream) {
+        if !self.is_live(stream) {
             return Err(SfuError::StreamNotLive);
         }
         if tapped {
@@ -911,6 +951,105 @@ impl Router {
         if too_old {
             self.events
                 .push_back(SfuEvent::RenditionKeyframeWanted(stream.clone()));
+        }
+        self.drive(now);
+    }
+
+    /// Starts a stream the engine publishes itself (a room's program):
+    /// viewers subscribe to it like to any stream, and its frames come
+    /// from [`Self::push_local`]. Announced like a publisher connecting.
+    pub fn publish_local(&mut self, stream: StreamKey) -> Result<PeerId, SfuError> {
+        if self.is_live(&stream) {
+            return Err(SfuError::StreamLive);
+        }
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        self.locals.insert(stream.clone(), id);
+        self.events.push_back(SfuEvent::Connected {
+            peer: id,
+            role: Role::Publisher,
+            stream,
+            tracks: vec![MediaKind::Audio, MediaKind::Video],
+        });
+        Ok(id)
+    }
+
+    /// The program publishing local stream `stream`, if any.
+    pub fn local_source(&self, stream: &StreamKey) -> Option<PeerId> {
+        self.locals.get(stream).copied()
+    }
+
+    /// Ends local stream `id` with its viewers, like a publisher leaving.
+    /// A newer program on the same stream is left alone.
+    pub fn end_local(&mut self, stream: &StreamKey, id: PeerId, now: Instant) {
+        if self.locals.get(stream) != Some(&id) {
+            return;
+        }
+        self.locals.remove(stream);
+        self.media.remove(stream);
+        for sub in self.subscribers.remove(stream).unwrap_or_default() {
+            self.close(sub, now);
+        }
+        self.events.push_back(SfuEvent::Closed {
+            peer: id,
+            role: Role::Publisher,
+            stream: stream.clone(),
+        });
+        self.drive(now);
+    }
+
+    /// A frame of a local stream: written to its viewers (video from a
+    /// keyframe on, as for any source), copied for its transcoder when
+    /// tapped.
+    pub fn push_local(&mut self, frame: LocalFrame, now: Instant) {
+        if self.locals.get(&frame.stream) != Some(&frame.source) {
+            return;
+        }
+        let video = frame.kind == MediaKind::Video;
+        if self
+            .media
+            .get(&frame.stream)
+            .is_some_and(|media| media.tapped)
+        {
+            self.events.push_back(SfuEvent::Ingest(IngestFrame {
+                stream: frame.stream.clone(),
+                kind: frame.kind,
+                codec: if video { Codec::H264 } else { Codec::Opus },
+                data: frame.data.clone(),
+                keyframe: frame.keyframe,
+                time: frame.time,
+                received: now,
+                contiguous: true,
+            }));
+        }
+        let media = self.media.get(&frame.stream);
+        for sub in self.subscribers.get(&frame.stream).into_iter().flatten() {
+            let Some(peer) = self.peers.get_mut(sub) else {
+                continue;
+            };
+            let Some(mid) = peer.track_of_kind(frame.kind).filter(|_| peer.connected) else {
+                continue;
+            };
+            let (pt, time) = if video {
+                let target = feed_target(media, peer);
+                if !peer
+                    .feed
+                    .admit(Feed::Source, target, frame.keyframe, frame.time)
+                {
+                    continue;
+                }
+                (peer.rendition_pt, MediaTime::from_90khz(frame.time))
+            } else {
+                let time = MediaTime::new(frame.time, Frequency::FORTY_EIGHT_KHZ);
+                (peer.opus_pt, time)
+            };
+            let (Some(pt), Some(writer)) = (pt, peer.rtc.writer(mid)) else {
+                continue;
+            };
+            if let Err(error) = writer.write(pt, now, time, frame.data.clone()) {
+                tracing::debug!(peer = %sub, %error, "write of a program frame failed");
+            }
+            self.dirty.push(*sub);
         }
         self.drive(now);
     }

@@ -73,8 +73,15 @@ pub struct Transcode {
     pub events: mpsc::UnboundedReceiver<TranscodeEvent>,
 }
 
-/// From a transcode thread back to the media thread.
-pub(crate) enum FromTranscoder {
+/// From a transcode or program thread to the media thread.
+pub(crate) enum FromWorker {
+    /// A frame of a room's program ([`crate::program`]).
+    Program(crate::LocalFrame),
+    /// The program's thread ended.
+    ProgramEnded {
+        stream: StreamKey,
+        source: crate::PeerId,
+    },
     Opened {
         stream: StreamKey,
         renditions: Vec<RenditionLayer>,
@@ -151,7 +158,7 @@ pub(crate) struct Job {
     pub frames: Receiver<IngestFrame>,
     pub keyframe_wanted: Arc<AtomicBool>,
     pub fail: Arc<AtomicBool>,
-    pub back: mpsc::Sender<FromTranscoder>,
+    pub back: mpsc::Sender<FromWorker>,
     pub events: mpsc::UnboundedSender<TranscodeEvent>,
     pub slot: Slot,
 }
@@ -201,7 +208,7 @@ fn pipeline(
     job: &TranscodeJob,
     frames: &Receiver<IngestFrame>,
     signals: Signals,
-    back: &mpsc::Sender<FromTranscoder>,
+    back: &mpsc::Sender<FromWorker>,
     events: &mpsc::UnboundedSender<TranscodeEvent>,
     stats: &mut TranscodeStats,
 ) -> Result<(), CodecError> {
@@ -279,7 +286,7 @@ fn dispatch(
     output: TranscodeOutput,
     stream: &StreamKey,
     ladder: &mut Ladder,
-    back: &mpsc::Sender<FromTranscoder>,
+    back: &mpsc::Sender<FromWorker>,
     events: &mpsc::UnboundedSender<TranscodeEvent>,
     keyframe_wanted: &AtomicBool,
 ) {
@@ -303,7 +310,7 @@ fn dispatch(
                 .collect();
             // Once per job, and the renditions are never offered without
             // it: wait for room rather than drop it.
-            let _ = back.blocking_send(FromTranscoder::Opened {
+            let _ = back.blocking_send(FromWorker::Opened {
                 stream: stream.clone(),
                 renditions: layers,
                 source_height: input_height,
@@ -325,7 +332,7 @@ fn dispatch(
             if !ladder.offered.get(rendition).copied().unwrap_or(false) {
                 return;
             }
-            let sent = back.try_send(FromTranscoder::Frame {
+            let sent = back.try_send(FromWorker::Frame {
                 stream: stream.clone(),
                 rendition,
                 data,

@@ -853,3 +853,118 @@ fn a_tapped_stream_serves_renditions_to_viewers_who_ask_for_less() {
         Err(SfuError::StreamNotLive)
     );
 }
+
+#[test]
+fn a_program_reaches_its_viewers_from_a_keyframe_and_ends_with_them() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut router = router();
+    let stream = StreamKey::new("r1", "program");
+    let source = router.publish_local(stream.clone()).unwrap();
+    assert!(matches!(
+        router.poll_event(),
+        Some(SfuEvent::Connected {
+            role: Role::Publisher,
+            ..
+        })
+    ));
+    let (_, offer) = Client::new(1101, Direction::SendOnly, now);
+    assert_eq!(
+        router.publish(stream.clone(), &offer, now).unwrap_err(),
+        SfuError::StreamLive,
+        "a publisher cannot take the program's stream"
+    );
+    assert_eq!(
+        router.publish_local(stream.clone()).unwrap_err(),
+        SfuError::StreamLive
+    );
+    assert_eq!(router.streams_in("r1")[0].stream, "program");
+
+    // A viewer that cannot take H.264 is told so before anything starts.
+    let mut vp8_only = Rtc::builder()
+        .clear_codecs()
+        .enable_vp8(true)
+        .enable_opus(true, false)
+        .build(now);
+    let mut change = vp8_only.sdp_api();
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _) = change.apply().unwrap();
+    assert_eq!(
+        router
+            .subscribe(
+                stream.clone(),
+                &offer.to_sdp_string(),
+                LayerChoice::Auto,
+                now
+            )
+            .unwrap_err(),
+        SfuError::NeedsH264
+    );
+    assert_eq!(router.subscriber_count(&stream), 0);
+
+    let (mut viewer, offer) = Client::new(1102, Direction::RecvOnly, now);
+    let (_, answer) = router
+        .subscribe(stream.clone(), &offer, LayerChoice::Auto, now)
+        .unwrap();
+    viewer.accept(&answer);
+    let frame = |kind, n: u64, keyframe, source| sfu::LocalFrame {
+        stream: stream.clone(),
+        source,
+        kind,
+        data: match kind {
+            MediaKind::Video => h264_frame(n, keyframe).into(),
+            MediaKind::Audio => vec![0xfc, 0xff, 0xfe].into(),
+        },
+        keyframe,
+        time: match kind {
+            MediaKind::Video => n * 3600,
+            MediaKind::Audio => n * 960,
+        },
+    };
+    for tick in 0..200u64 {
+        now = start + Duration::from_millis(tick * 10);
+        if tick % 4 == 0 {
+            let n = tick / 4;
+            let keyframe = n % 10 == 5;
+            router.push_local(frame(MediaKind::Video, n, keyframe, source), now);
+            // A replaced program's late frames go nowhere.
+            router.push_local(frame(MediaKind::Video, n, true, sfu::PeerId(999)), now);
+        }
+        if tick % 2 == 0 {
+            router.push_local(frame(MediaKind::Audio, tick / 2, false, source), now);
+        }
+        step(&mut router, &mut [&mut viewer], now);
+    }
+    assert!(viewer.connected);
+    let first = viewer
+        .video
+        .first()
+        .expect("program video reached the viewer");
+    assert!(
+        first.starts_with(&[0, 0, 0, 1, 0x67]),
+        "it starts on a keyframe with its parameter sets"
+    );
+    assert!(viewer.video_codecs.iter().all(|c| *c == Codec::H264));
+    assert!(
+        (35..=45).contains(&viewer.video.len()),
+        "every frame from the first keyframe on, none of the stale program's: {}",
+        viewer.video.len()
+    );
+    assert!(viewer.audio >= 80, "audio: {}", viewer.audio);
+
+    while router.poll_event().is_some() {}
+    router.end_local(&stream, sfu::PeerId(999), now);
+    assert!(
+        router.is_live(&stream),
+        "only the program that runs ends it"
+    );
+    router.end_local(&stream, source, now);
+    let mut closed = Vec::new();
+    while let Some(event) = router.poll_event() {
+        if let SfuEvent::Closed { role, .. } = event {
+            closed.push(role);
+        }
+    }
+    assert_eq!(closed, [Role::Subscriber, Role::Publisher]);
+    assert!(!router.is_live(&stream));
+}

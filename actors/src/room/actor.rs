@@ -145,7 +145,7 @@ impl Actor for RoomActor {
             room.created_ms,
         )
         .await?;
-        let story = RoomStory::load(store.as_ref(), &room_id).await?;
+        let story = RoomStory::load(store.as_ref(), &room_id, config.programs.clone()).await?;
         let filter = TermFilter::new(global_terms.iter().chain(room_terms.iter()));
         tracing::info!(room = %room_id, seq = committed_seq, "room started");
         hub.set_actor(Some(myself));

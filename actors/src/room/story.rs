@@ -2,6 +2,11 @@
 //! room (votes, committed gifts and danmaku, operator commands, time) whose
 //! events become frames for everyone and events on the bus.
 //!
+//! The room's program (see [`crate::program`]) follows the run: each node's
+//! scene is shown there and its host lines spoken; a restored run shows
+//! its node's scene again (the program, which outlived the room, already
+//! shows it and changes nothing).
+//!
 //! Persistence: the run's state is written (with its bus events, in one
 //! transaction) at every move of the story, and for votes at the tally
 //! cadence: a vote's receipt leaves only after the write that holds it, so
@@ -24,6 +29,7 @@ use storage::{OutboxEvent, Store};
 use super::RoomError;
 use crate::events::{self, outbox_event};
 use crate::hub::{Broadcast, RoomHub, SessionTx, error_frame};
+use crate::program::Programs;
 
 /// What an operator (or the gateway on their behalf) asks of the run.
 #[derive(Debug)]
@@ -63,7 +69,13 @@ pub struct StoryView {
 /// The room's run, if one is loaded.
 #[derive(Default)]
 pub struct RoomStory {
+    room_id: String,
     runtime: Option<StoryRuntime>,
+    /// Where scenes play and host lines are spoken, when this node has
+    /// a media plane.
+    programs: Option<Programs>,
+    /// What the program is owed since the last publish.
+    cues: Vec<ProgramCue>,
     /// Receipts of votes the next write holds.
     receipts: Vec<(SessionTx, Frame)>,
     /// Changed since the last write, and when that was.
@@ -74,9 +86,18 @@ pub struct RoomStory {
 impl RoomStory {
     /// Resumes the room's persisted run, if it has one whose graph is still
     /// stored; a run that cannot be resumed is logged and left alone.
-    pub async fn load(store: &dyn Store, room_id: &str) -> Result<Self, storage::StoreError> {
+    pub async fn load(
+        store: &dyn Store,
+        room_id: &str,
+        programs: Option<Programs>,
+    ) -> Result<Self, storage::StoreError> {
+        let idle = Self {
+            room_id: room_id.to_owned(),
+            programs,
+            ..Self::default()
+        };
         let Some(saved) = store.story_run(room_id).await? else {
-            return Ok(Self::default());
+            return Ok(idle);
         };
         let resumed = async {
             let state: StoryState =
@@ -95,14 +116,18 @@ impl RoomStory {
         match resumed.await {
             Ok(runtime) => {
                 tracing::info!(room = %room_id, node = %runtime.state().node, "story resumed");
-                Ok(Self {
+                let mut story = Self {
                     runtime: Some(runtime),
-                    ..Self::default()
-                })
+                    ..idle
+                };
+                if let Some(view) = story.view() {
+                    story.cues.push(ProgramCue::Show(view.scene));
+                }
+                Ok(story)
             }
             Err(reason) => {
                 tracing::error!(room = %room_id, %reason, "story run not resumed");
-                Ok(Self::default())
+                Ok(idle)
             }
         }
     }
@@ -132,6 +157,10 @@ impl RoomStory {
             (StoryCommand::Show, Some(_)) => return Ok(self.view()),
             (StoryCommand::Stop, Some(_)) => {
                 self.runtime = None;
+                self.cues.clear();
+                if let Some(programs) = &self.programs {
+                    programs.stop(&self.room_id);
+                }
                 // Votes waiting for a write that will not come.
                 for (sender, _) in self.receipts.drain(..) {
                     sender.send(vote_error(&VoteError::Ended));
@@ -271,6 +300,7 @@ impl RoomStory {
                 event,
                 StoryEvent::VoteTally { .. } | StoryEvent::TriggerProgress { .. }
             );
+            self.cues.extend(ProgramCue::of(&event));
             let frame = frame(&graph.id, event);
             if let Some(event) = bus_event(room_id, &graph, runtime.state(), &frame) {
                 bus.push(event);
@@ -280,6 +310,15 @@ impl RoomStory {
         if !frames.is_empty() {
             hub.publish(Broadcast::new(protocol::batch_frame(frames), None));
         }
+        if let Some(programs) = &self.programs {
+            for cue in self.cues.drain(..) {
+                match cue {
+                    ProgramCue::Show(scene) => programs.show(room_id, &scene, &graph.id).await,
+                    ProgramCue::Say(text) => programs.say(room_id, &text),
+                }
+            }
+        }
+        self.cues.clear();
         if moved || (self.dirty && votes_due) {
             let state = serde_json::to_string(runtime.state())
                 .map_err(|e| storage::StoreError::Corrupt(format!("story state: {e}")))?;
@@ -291,6 +330,26 @@ impl RoomStory {
             }
         }
         Ok(())
+    }
+}
+
+/// What a run's event asks of the room's program.
+enum ProgramCue {
+    Show(Scene),
+    Say(String),
+}
+
+impl ProgramCue {
+    fn of(event: &StoryEvent) -> Vec<Self> {
+        match event {
+            StoryEvent::NodeEntered {
+                scene, host_lines, ..
+            } => std::iter::once(Self::Show(scene.clone()))
+                .chain(host_lines.iter().cloned().map(Self::Say))
+                .collect(),
+            StoryEvent::HostAnswer { text, .. } => vec![Self::Say(text.clone())],
+            _ => Vec::new(),
+        }
     }
 }
 

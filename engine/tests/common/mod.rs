@@ -46,6 +46,25 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// The clips `examples/brand-launch.json` plays, written once per build
+/// (by `scripts/make-demo-clips`, the ffmpeg CLI) and shared by the tests
+/// that play stories: `intro`, `bonus`, `outro` 640x360, `midnight`
+/// 480x270, `aurora` 320x180, `offer` 640x360 bars; 6 s each.
+pub fn demo_clips() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-clips");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-demo-clips");
+    let status = std::process::Command::new(script)
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect(
+            "scripts/make-demo-clips runs (the ffmpeg CLI comes with scripts/install-deps --test)",
+        );
+    assert!(status.success(), "scripts/make-demo-clips");
+    dir
+}
+
 impl TestEngine {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -155,6 +174,21 @@ impl TestEngine {
             .find(|line| line.split_whitespace().next() == Some(name))
             .and_then(|line| line.split_whitespace().last())
             .and_then(|value| value.parse().ok())
+    }
+
+    /// `POST` a JSON body with a bearer token: the status and the JSON
+    /// answer (null when there is none).
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// `GET` a JSON document with a bearer token.
@@ -296,15 +330,22 @@ impl Client {
     /// The next frame, a batch's items one by one (gift broadcasts travel
     /// in batches under load, with the goal's progress).
     pub async fn next_leaf(&mut self) -> Frame {
+        self.next_leaf_within(WAIT)
+            .await
+            .expect("a frame within the timeout")
+    }
+
+    /// [`Self::next_leaf`], or `None` when nothing came for `wait`.
+    pub async fn next_leaf_within(&mut self, wait: Duration) -> Option<Frame> {
         loop {
             if let Some(frame) = self.leaves.pop_front() {
-                return frame;
+                return Some(frame);
             }
-            match self.next_frame().await {
+            match self.next_frame_within(wait).await? {
                 Frame::Batch(batch) => self
                     .leaves
                     .extend(batch.items.into_iter().filter_map(|item| item.frame)),
-                frame => return frame,
+                frame => return Some(frame),
             }
         }
     }

@@ -50,14 +50,14 @@ impl From<SfuError> for ApiError {
             SfuError::BadSdp(_) | SfuError::NoMedia | SfuError::Negotiation(_) => {
                 StatusCode::BAD_REQUEST
             }
-            SfuError::NoCodec => StatusCode::UNPROCESSABLE_ENTITY,
+            SfuError::NoCodec | SfuError::NeedsH264 => StatusCode::UNPROCESSABLE_ENTITY,
             SfuError::StreamLive => StatusCode::CONFLICT,
             SfuError::StreamNotLive | SfuError::UnknownPeer => StatusCode::NOT_FOUND,
             SfuError::Unavailable | SfuError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let code = match error {
             SfuError::BadSdp(_) | SfuError::NoMedia | SfuError::Negotiation(_) => "bad_sdp",
-            SfuError::NoCodec => "no_codec",
+            SfuError::NoCodec | SfuError::NeedsH264 => "no_codec",
             SfuError::StreamLive => "conflict",
             SfuError::StreamNotLive | SfuError::UnknownPeer => "not_found",
             SfuError::Unavailable => "unavailable",

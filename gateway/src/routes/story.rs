@@ -110,6 +110,7 @@ pub async fn start(
     let graph = StoryGraph::from_json(&spec).map_err(|problems| {
         ApiError::internal(format!("a stored graph no longer validates: {problems:?}"))
     })?;
+    let graph = playable(&app, graph).await?;
     let seed = body.seed.unwrap_or_else(rand::random);
     let command = StoryCommand::Start {
         graph: Arc::new(graph),
@@ -117,6 +118,30 @@ pub async fn start(
     };
     let view = ractor::call_t!(actor, |reply| RoomMsg::Story(command, reply), 10_000)??;
     Ok((StatusCode::CREATED, Json(view_json(view))))
+}
+
+/// The graph back if every clip it plays can be played here. Clips may
+/// arrive after the graph, so they are checked at each start, all of them,
+/// off the async workers (each is opened and probed).
+async fn playable(app: &AppState, graph: StoryGraph) -> Result<StoryGraph, ApiError> {
+    let Some(programs) = app.programs.clone() else {
+        return Ok(graph);
+    };
+    let (graph, problems) = tokio::task::spawn_blocking(move || {
+        let problems = programs.check(&graph);
+        (graph, problems)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("checking clips: {e}")))?;
+    if problems.is_empty() {
+        return Ok(graph);
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "clips_unplayable",
+        format!("{} clip(s) cannot be played", problems.len()),
+    )
+    .with_field("problems", json!(problems)))
 }
 
 /// `GET /v1/rooms/{room}/story`: where the run stands, for viewers and

@@ -1,0 +1,167 @@
+//! Rooms' programs: the stream a room's story plays into (its clips, its
+//! host's voice), one per room with a story, watched like any stream.
+//!
+//! The registry lives beside the room actors, not inside them: a RoomActor
+//! that restarts finds its program still playing (viewers keep their
+//! sessions and their picture) and tells it the scene it restored, which
+//! is already the one showing, so nothing restarts.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use interactive::story::{Scene, StoryGraph};
+use sfu::{Cue, MediaPlane, Program, StreamKey, Voice};
+
+/// What programs need and where they find it.
+#[derive(Clone)]
+pub struct ProgramsConfig {
+    pub media: MediaPlane,
+    /// Where `clip` scenes' files are (`<data_dir>/clips`).
+    pub clips_dir: PathBuf,
+    /// The stream name programs publish under in their room.
+    pub stream: String,
+    /// The host's voice; none: host lines stay text.
+    pub voice: Option<Voice>,
+}
+
+/// The programs of this node's rooms.
+#[derive(Clone)]
+pub struct Programs {
+    config: Arc<ProgramsConfig>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+}
+
+struct Running {
+    program: Program,
+    /// The scene shown, so that showing it again changes nothing.
+    showing: Option<Scene>,
+}
+
+impl std::fmt::Debug for Programs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Programs")
+            .field("clips_dir", &self.config.clips_dir)
+            .field("stream", &self.config.stream)
+            .field("voice", &self.config.voice)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Programs {
+    pub fn new(config: ProgramsConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            running: Arc::default(),
+        }
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.config.stream
+    }
+
+    /// What stops a graph's clips from playing, one line per clip: missing
+    /// files, names that leave the clips directory, clips a WebRTC viewer
+    /// could not play. Checked when a run starts (files may come after
+    /// the graph was uploaded).
+    pub fn check(&self, graph: &StoryGraph) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for node in graph.spec().nodes.iter() {
+            let Scene::Clip(name) = &node.scene else {
+                continue;
+            };
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            let problem = match self.clip_path(name) {
+                None => Some(format!(
+                    "node `{}`: clip `{name}` must be a file name in the clips directory",
+                    node.id
+                )),
+                Some(path) => codec::clip::probe(&path)
+                    .err()
+                    .map(|error| format!("node `{}`: clip `{name}`: {error}", node.id)),
+            };
+            problems.extend(problem);
+        }
+        problems
+    }
+
+    /// A clip's file: a plain name inside the clips directory, never a
+    /// path that leaves it.
+    fn clip_path(&self, name: &str) -> Option<PathBuf> {
+        let plain = Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        (plain && !name.is_empty() && !name.contains('/')).then(|| self.config.clips_dir.join(name))
+    }
+
+    /// Shows `scene` in `room`'s program, starting the program if it has
+    /// none. A clip plays from its start (looping); a live scene holds the
+    /// picture (the program does not relay live streams yet). The scene
+    /// already showing is left alone.
+    pub async fn show(&self, room: &str, scene: &Scene, owner: &str) {
+        let cue = match scene {
+            Scene::Clip(name) => match self.clip_path(name) {
+                Some(path) => Cue::Clip(path),
+                None => Cue::Hold,
+            },
+            Scene::Live(_) => Cue::Hold,
+        };
+        if !self.is_running(room) {
+            let key = StreamKey::new(room, self.config.stream.clone());
+            match self
+                .config
+                .media
+                .program(key, owner.to_owned(), self.config.voice.clone())
+                .await
+            {
+                Ok(program) => {
+                    tracing::info!(%room, stream = %self.config.stream, "program started");
+                    self.lock().insert(
+                        room.to_owned(),
+                        Running {
+                            program,
+                            showing: None,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%room, %error, "the room's program did not start");
+                    return;
+                }
+            }
+        }
+        let mut running = self.lock();
+        if let Some(running) = running.get_mut(room)
+            && running.showing.as_ref() != Some(scene)
+        {
+            running.program.cue(cue);
+            running.showing = Some(scene.clone());
+        }
+    }
+
+    /// Speaks a host line in `room`'s program, if it runs.
+    pub fn say(&self, room: &str, text: &str) {
+        if let Some(running) = self.lock().get(room) {
+            running.program.cue(Cue::Say(text.to_owned()));
+        }
+    }
+
+    /// Ends `room`'s program (its viewers' sessions end with it).
+    pub fn stop(&self, room: &str) {
+        if self.lock().remove(room).is_some() {
+            tracing::info!(%room, "program stopped");
+        }
+    }
+
+    pub fn is_running(&self, room: &str) -> bool {
+        self.lock().contains_key(room)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

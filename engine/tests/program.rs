@@ -1,0 +1,260 @@
+//! A room's program end to end, as a brand runs its launch: the sample
+//! graph `examples/brand-launch.json` with its demo clips; a viewer
+//! watching the room's program through one WHEP session (webrtc-rs,
+//! decoding every frame); 50 WebSocket viewers voting; when the window
+//! closes the program switches to the winning clip, which the viewer
+//! decodes in the same session. Also: the program is recorded like any
+//! stream, and what cannot play is refused by name.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Client, TestEngine, demo_clips};
+use load_tests::rtc::{Endpoint, Subscriber, SubscriberStats, wait_for};
+use protocol::v1::server_frame::Frame;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn brand_launch() -> Value {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/brand-launch.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&sample).unwrap()
+}
+
+/// Uploads the sample and starts it in `r1`; returns the operator's token.
+async fn start_brand_launch(t: &TestEngine) -> String {
+    t.create_room("r1").await;
+    assert_eq!(
+        t.post_json("/v1/stories", ADMIN_KEY, &brand_launch())
+            .await
+            .0,
+        201
+    );
+    let operator = t.token("op", "r1", &["moderate"]).await;
+    let start = json!({ "graph_id": "brand-launch", "version": 1 });
+    let (status, view) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
+    assert_eq!(status, 201, "{view}");
+    operator
+}
+
+async fn watch_program(t: &TestEngine, user: &str) -> Subscriber {
+    let token = t.token(user, "r1", &["subscribe"]).await;
+    let whep = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path: "/whep/r1/program",
+        token: &token,
+    };
+    Subscriber::start(&whep, true).await.unwrap()
+}
+
+async fn next_vote_frame(client: &mut Client) -> Frame {
+    loop {
+        match client.next_leaf().await {
+            frame @ (Frame::VoteOpen(_)
+            | Frame::VoteClosed(_)
+            | Frame::VoteReceipt(_)
+            | Frame::Error(_)) => return frame,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_seconds() {
+    let t = TestEngine::start_with(|c| c.story.clips_dir = demo_clips()).await;
+    let operator = start_brand_launch(&t).await;
+
+    // The intro plays (640x360) to a viewer of the room's program.
+    let viewer = watch_program(&t, "viewer").await;
+    let session = viewer.location().to_owned();
+    let stats = viewer.stats().clone();
+    wait_for(|| stats.dimensions() == (640, 360), WAIT)
+        .await
+        .unwrap_or_else(|_| panic!("the intro reaches the viewer: {}", stats.summary()));
+    let voice_lines = t.metric("live_program_voice_lines_total").await;
+
+    // 50 viewers in the room; the operator moves on to the vote.
+    let mut voters = Vec::new();
+    for i in 0..50 {
+        voters.push(t.chatter(&format!("fan{i}"), "r1").await);
+    }
+    let (status, view) = t
+        .post_json(
+            "/v1/rooms/r1/story/choose",
+            &operator,
+            &json!({"choice": "begin"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &view["node"]),
+        (200, &json!("pick-colour")),
+        "{view}"
+    );
+    let mut window = 0;
+    for voter in &mut voters {
+        let Frame::VoteOpen(open) = next_vote_frame(voter).await else {
+            panic!("every viewer sees the vote open");
+        };
+        window = open.window;
+    }
+    // 30 for aurora, 20 for midnight; each gets its receipt.
+    for (i, voter) in voters.iter_mut().enumerate() {
+        let option = if i < 30 { "aurora" } else { "midnight" };
+        voter
+            .send_json(json!({ "type": "vote", "window": window, "option": option }))
+            .await;
+    }
+    for voter in &mut voters {
+        let frame = next_vote_frame(voter).await;
+        assert!(matches!(frame, Frame::VoteReceipt(_)), "{frame:?}");
+    }
+
+    // The window closes on its own (30 s in the sample).
+    let watcher = &mut voters[0];
+    let closed = loop {
+        let frame = watcher.next_leaf_within(Duration::from_secs(40)).await;
+        match frame.expect("the vote closes within its 30 s") {
+            Frame::VoteClosed(closed) => break closed,
+            _ => continue,
+        }
+    };
+    let closed_at = Instant::now();
+    assert_eq!((closed.winner.as_str(), closed.voters), ("aurora", 50));
+
+    // The viewer's picture becomes the winning clip's (320x180) in the
+    // same WHEP session, decoded without an error.
+    let decoded_before = SubscriberStats::get(&stats.decoded_frames);
+    wait_for(|| stats.dimensions() == (320, 180), Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the winning clip is decoded within 2 s of the close: {}",
+                stats.summary()
+            )
+        });
+    let switched = closed_at.elapsed();
+    println!("vote closed -> winning clip decoded by the viewer: {switched:?}");
+    assert!(!stats.disconnected());
+    assert_eq!(
+        viewer.location(),
+        session,
+        "one session for the whole event"
+    );
+    wait_for(
+        || SubscriberStats::get(&stats.decoded_frames) >= decoded_before + 25,
+        WAIT,
+    )
+    .await
+    .expect("the clip goes on playing");
+    assert_eq!(SubscriberStats::get(&stats.decode_errors), 0);
+    assert!(
+        SubscriberStats::get(&stats.audio_samples) > 48_000,
+        "the program's sound: {}",
+        stats.summary()
+    );
+    // The host spoke the lines of the nodes entered.
+    let spoken = t.metric("live_program_voice_lines_total").await;
+    assert!(
+        spoken > voice_lines.or(Some(0.0)),
+        "host lines spoken: {voice_lines:?} -> {spoken:?}"
+    );
+
+    // Stopping the story ends the program and the viewer's session.
+    assert_eq!(t.delete("/v1/rooms/r1/story", &operator).await, 204);
+    wait_for(
+        || stats.disconnected() || SubscriberStats::get(&stats.tracks_ended) >= 2,
+        WAIT,
+    )
+    .await
+    .expect("the program's end reaches its viewer");
+    viewer.close().await;
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_is_recorded_and_served_as_hls() {
+    let t = common::recording::transcoding_engine(|c| c.story.clips_dir = demo_clips()).await;
+    let operator = start_brand_launch(&t).await;
+    let viewer = t.token("viewer", "r1", &["subscribe"]).await;
+    let signed = common::recording::live_hls(&t, "program", &viewer, None).await;
+    let recording = signed["recording_id"].as_str().unwrap().to_owned();
+    // A few seconds of the intro, then the story ends and so does the
+    // recording, which becomes a VOD asset of the program.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(t.delete("/v1/rooms/r1/story", &operator).await, 204);
+    let vod = common::recording::ready_vod(&t, &recording, &viewer).await;
+    let duration = vod["duration_ms"].as_u64().unwrap();
+    assert!(
+        duration >= 2_000,
+        "the program's seconds are in the recording: {vod}"
+    );
+    let streams = vod["stream"].as_str().unwrap_or_default();
+    assert_eq!(streams, "program", "{vod}");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_program_cannot_play_is_refused_by_name() {
+    let clips = tempfile::tempdir().unwrap();
+    std::fs::write(clips.path().join("intro.mp4"), "not a video").unwrap();
+    let dir = clips.path().to_owned();
+    let t = TestEngine::start_with(|c| c.story.clips_dir = dir).await;
+    t.create_room("r1").await;
+    assert_eq!(
+        t.post_json("/v1/stories", ADMIN_KEY, &brand_launch())
+            .await
+            .0,
+        201
+    );
+    let operator = t.token("op", "r1", &["moderate"]).await;
+    let start = json!({ "graph_id": "brand-launch", "version": 1 });
+    let (status, body) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("clips_unplayable")),
+        "{body}"
+    );
+    let problems: Vec<&str> = body["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 6, "every clip of the graph: {problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("clip `intro.mp4`: cannot read"))
+    );
+    assert!(problems.iter().any(|p| p.contains("clip `aurora.mp4`")));
+    assert_eq!(
+        t.get_json_as("/v1/rooms/r1/story", &operator).await["error"]["code"],
+        "no_story"
+    );
+
+    // A clip name that leaves the clips directory is not a clip.
+    let mut escape = brand_launch();
+    escape["version"] = json!(2);
+    escape["nodes"][0]["scene"] = json!({"clip": "../admin.key"});
+    assert_eq!(t.post_json("/v1/stories", ADMIN_KEY, &escape).await.0, 201);
+    let start = json!({ "graph_id": "brand-launch", "version": 2 });
+    let (_, body) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
+    assert!(
+        body["error"]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p
+                .as_str()
+                .unwrap()
+                .contains("must be a file name in the clips directory")),
+        "{body}"
+    );
+    t.shutdown().await;
+}

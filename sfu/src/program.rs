@@ -1,0 +1,598 @@
+//! A room's program: a stream the engine publishes itself, playing clips
+//! and speaking host lines, that viewers watch through one WHEP session
+//! for a whole event while what it shows changes under them.
+//!
+//! ```text
+//!  owner (RoomActor) ──Cue (play clip, hold, say)──► program thread
+//!                                                     ├─ ClipReader: H.264 access units as they are
+//!                                                     ├─ clip audio + voice ─► mix ─► Opus (once)
+//!                                                     └─ paced in real time ──LocalFrame──► media thread
+//!  voice thread ◄── line ── program thread              (Router::push_local: every viewer,
+//!       └─ espeak-ng ─► 48 kHz PCM ──► program thread     the transcoder's tap)
+//! ```
+//!
+//! Switching clips needs no renegotiation: the program has one timeline
+//! (its own clock since it started), every clip's frames are placed on it,
+//! and a clip starts with a keyframe, so a switch is seen from the new
+//! clip's first frame. A clip shorter than its scene loops. Video is
+//! never decoded; only audio is, to mix the host's voice over it.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use codec::clip::{ClipItem, ClipReader, ClipVideo, wav_to_stereo_48k};
+use codec::{OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusEncoder};
+use str0m::media::MediaKind;
+use tokio::sync::mpsc;
+
+use crate::transcode::FromWorker;
+use crate::{LocalFrame, PeerId, StreamKey};
+
+/// Video read ahead of its time: enough for the audio interleaved with it
+/// (containers put up to a second of one beside the other).
+const VIDEO_AHEAD: usize = 50;
+/// Audio queued beyond this (a clip whose audio runs ahead of its video)
+/// is dropped from the front.
+const MAX_AUDIO_QUEUE: usize = 2 * OPUS_SAMPLE_RATE as usize * 2;
+/// Speech waiting to be played, at most (a minute).
+const MAX_SPEECH_QUEUE: usize = 60 * OPUS_SAMPLE_RATE as usize * 2;
+/// The clip's sound under the host's voice.
+const DUCKED: f32 = 0.35;
+const OPUS_BITRATE_BPS: u32 = 96_000;
+
+/// How the host speaks: a command that writes a WAV of the text it reads
+/// on stdin to stdout (`espeak-ng --stdout -v <voice> -s <speed>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voice {
+    pub command: String,
+    pub voice: String,
+    /// Words per minute.
+    pub speed: u32,
+}
+
+impl Voice {
+    /// The line as 48 kHz stereo PCM. The text goes in on stdin: never
+    /// read as an option, whatever it starts with.
+    pub fn speak(&self, text: &str) -> Result<Vec<i16>, String> {
+        let cannot_run = |e: std::io::Error| format!("cannot run {}: {e}", self.command);
+        let mut child = Command::new(&self.command)
+            .args(["--stdout", "-v", &self.voice, "-s", &self.speed.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(cannot_run)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(text.as_bytes()).map_err(cannot_run)?;
+        }
+        let output = child.wait_with_output().map_err(cannot_run)?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed: {}",
+                self.command,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        wav_to_stereo_48k(&output.stdout).map_err(|e| e.to_string())
+    }
+}
+
+/// What the owner tells a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cue {
+    /// Play this clip from its start, now, looping until the next cue.
+    Clip(PathBuf),
+    /// Stop the clip's picture and sound (a scene the program does not
+    /// show); speech goes on.
+    Hold,
+    /// Speak a line over what plays.
+    Say(String),
+}
+
+/// The owner's handle: dropping it ends the program, and with it its
+/// viewers' sessions.
+pub struct Program {
+    pub(crate) cues: Sender<Cue>,
+}
+
+impl Program {
+    pub fn cue(&self, cue: Cue) {
+        // The thread only goes away with this handle.
+        let _ = self.cues.send(cue);
+    }
+}
+
+/// What a program's thread owns.
+pub(crate) struct ProgramJob {
+    pub stream: StreamKey,
+    pub source: PeerId,
+    pub cues: Receiver<Cue>,
+    pub voice: Option<Voice>,
+    pub back: mpsc::Sender<FromWorker>,
+}
+
+impl ProgramJob {
+    /// The thread's body: until the handle is dropped (or the media
+    /// thread is gone); then the stream ends on the media thread.
+    pub fn run(self) {
+        metrics::gauge!("live_programs_active").increment(1.0);
+        let (stream, source, back) = (self.stream.clone(), self.source, self.back.clone());
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.play())).is_err() {
+            tracing::error!(room = %stream.room, "a program thread panicked");
+        }
+        let _ = back.blocking_send(FromWorker::ProgramEnded { stream, source });
+        metrics::gauge!("live_programs_active").decrement(1.0);
+    }
+
+    fn play(self) {
+        let ProgramJob {
+            stream,
+            source,
+            cues,
+            voice,
+            back,
+        } = self;
+        let mut encoder = OpusEncoder::open(OPUS_BITRATE_BPS)
+            .inspect_err(|error| {
+                // Still a program: its picture goes on.
+                tracing::error!(%error, "program without sound: no Opus encoder");
+                metrics::counter!("live_program_errors_total", "stage" => "audio").increment(1);
+            })
+            .ok();
+        let speech = voice.map(VoiceThread::spawn);
+        let mut state = Playout::new(Instant::now());
+        let send = |kind, data: Vec<u8>, keyframe, time| {
+            let frame = LocalFrame {
+                stream: stream.clone(),
+                source,
+                kind,
+                data: Arc::from(data),
+                keyframe,
+                time,
+            };
+            back.blocking_send(FromWorker::Program(frame)).is_ok()
+        };
+        loop {
+            let now = Instant::now();
+            if let Some(speech) = &speech {
+                while let Ok(pcm) = speech.lines.try_recv() {
+                    state.queue_speech(pcm);
+                }
+            }
+            while let Some(video) = state.due_video(now) {
+                let time = video.time;
+                metrics::counter!("live_program_frames_total", "kind" => "video").increment(1);
+                if !send(
+                    MediaKind::Video,
+                    video.frame.data,
+                    video.frame.keyframe,
+                    time,
+                ) {
+                    return;
+                }
+            }
+            while state.audio_due(now) {
+                let (time, pcm) = state.next_audio();
+                let Some(encoder) = encoder.as_mut() else {
+                    continue;
+                };
+                match encoder.encode(&pcm) {
+                    Ok(packets) => {
+                        for packet in packets {
+                            if !send(MediaKind::Audio, packet, false, time) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "a program audio frame was not encoded"),
+                }
+            }
+            let wait = state.next_due().saturating_duration_since(Instant::now());
+            match cues.recv_timeout(wait) {
+                Ok(Cue::Say(text)) => match &speech {
+                    Some(speech) => speech.say(text),
+                    None => tracing::debug!("no voice configured; a host line stays text"),
+                },
+                Ok(cue) => state.cue(cue, Instant::now()),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// A video frame placed on the program's timeline (90 kHz).
+struct Placed {
+    frame: ClipVideo,
+    time: u64,
+}
+
+/// The clip playing now.
+struct Playing {
+    path: PathBuf,
+    reader: ClipReader,
+    /// Program time of the clip's time 0 in this pass.
+    base: Duration,
+    video: VecDeque<ClipVideo>,
+    /// The gap between the last two frames, to place the first frame of
+    /// the next pass of a loop.
+    last_frame_gap: Duration,
+    /// Video frames read in this pass (a clip without any is not looped).
+    frames_read: u64,
+}
+
+/// The program's timeline and what plays on it, sans-IO apart from the
+/// clip files it reads: told the time, it says what is due.
+struct Playout {
+    start: Instant,
+    playing: Option<Playing>,
+    /// Decoded clip audio not yet played (interleaved stereo, 48 kHz).
+    clip_audio: VecDeque<i16>,
+    speech: VecDeque<i16>,
+    /// Audio frames sent: the audio clock.
+    audio_frames: u64,
+    /// Program time of the last video frame sent.
+    last_video: Option<Duration>,
+}
+
+impl Playout {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            playing: None,
+            clip_audio: VecDeque::new(),
+            speech: VecDeque::new(),
+            audio_frames: 0,
+            last_video: None,
+        }
+    }
+
+    fn cue(&mut self, cue: Cue, now: Instant) {
+        match cue {
+            Cue::Clip(path) => {
+                self.clip_audio.clear();
+                // The new clip starts now, and never before what was sent.
+                let now = now.saturating_duration_since(self.start);
+                let base = self
+                    .last_video
+                    .map_or(now, |last| now.max(last + Duration::from_millis(1)));
+                self.playing = open(&path, base);
+                if self.playing.is_some() {
+                    metrics::counter!("live_program_switches_total").increment(1);
+                    tracing::info!(clip = %path.display(), "program plays a clip");
+                }
+            }
+            Cue::Hold => {
+                self.playing = None;
+                self.clip_audio.clear();
+            }
+            Cue::Say(_) => {}
+        }
+    }
+
+    fn queue_speech(&mut self, pcm: Vec<i16>) {
+        self.speech.extend(pcm);
+        let over = self.speech.len().saturating_sub(MAX_SPEECH_QUEUE);
+        self.speech.drain(..over);
+    }
+
+    /// The next video frame whose time has come, if any.
+    fn due_video(&mut self, now: Instant) -> Option<Placed> {
+        let now = now.saturating_duration_since(self.start);
+        self.fill();
+        let playing = self.playing.as_mut()?;
+        let next = playing.video.front()?;
+        let at = playing.base + Duration::from_micros(next.time_us);
+        if at > now {
+            return None;
+        }
+        let frame = playing.video.pop_front()?;
+        if let Some(following) = playing.video.front() {
+            playing.last_frame_gap =
+                Duration::from_micros(following.time_us.saturating_sub(frame.time_us));
+        }
+        self.last_video = Some(at);
+        Some(Placed {
+            frame,
+            time: (at.as_micros() * 9 / 100) as u64,
+        })
+    }
+
+    /// Reads the clip ahead: video until a few frames wait, and the audio
+    /// beside it; at its end the clip starts again after its last frame.
+    fn fill(&mut self) {
+        let Some(playing) = self.playing.as_mut() else {
+            return;
+        };
+        while playing.video.len() < VIDEO_AHEAD {
+            match playing.reader.read() {
+                Ok(Some(ClipItem::Video(frame))) => {
+                    playing.frames_read += 1;
+                    playing.video.push_back(frame);
+                }
+                Ok(Some(ClipItem::Audio(samples))) => self.clip_audio.extend(samples),
+                Ok(None) if playing.frames_read == 0 => {
+                    tracing::warn!(clip = %playing.path.display(), "a clip without pictures stopped");
+                    self.playing = None;
+                    return;
+                }
+                Ok(None) if playing.video.is_empty() => {
+                    // The end of a pass: loop.
+                    let next_base =
+                        self.last_video.unwrap_or(playing.base) + playing.last_frame_gap;
+                    match open(&playing.path, next_base) {
+                        Some(again) => *playing = again,
+                        None => {
+                            self.playing = None;
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(clip = %playing.path.display(), %error, "a clip stopped");
+                    metrics::counter!("live_program_errors_total", "stage" => "clip").increment(1);
+                    self.playing = None;
+                    return;
+                }
+            }
+        }
+        let over = self.clip_audio.len().saturating_sub(MAX_AUDIO_QUEUE);
+        self.clip_audio.drain(..over);
+    }
+
+    fn audio_time(&self, frames: u64) -> Duration {
+        Duration::from_micros(
+            frames * OPUS_FRAME_SAMPLES as u64 * 1_000_000 / u64::from(OPUS_SAMPLE_RATE),
+        )
+    }
+
+    fn audio_due(&self, now: Instant) -> bool {
+        self.start + self.audio_time(self.audio_frames) <= now
+    }
+
+    /// The next 20 ms of sound and its time (48 kHz): the clip's, under
+    /// the host's voice when it speaks; silence when neither has any.
+    fn next_audio(&mut self) -> (u64, Vec<i16>) {
+        let time = self.audio_frames * OPUS_FRAME_SAMPLES as u64;
+        self.audio_frames += 1;
+        let speaking = !self.speech.is_empty();
+        let clip_gain = if speaking { DUCKED } else { 1.0 };
+        let mut pcm = Vec::with_capacity(OPUS_FRAME_SAMPLES * 2);
+        for _ in 0..OPUS_FRAME_SAMPLES * 2 {
+            let clip = f32::from(self.clip_audio.pop_front().unwrap_or(0)) * clip_gain;
+            let voice = f32::from(self.speech.pop_front().unwrap_or(0));
+            pcm.push((clip + voice).clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16);
+        }
+        (time, pcm)
+    }
+
+    /// When something is next due: the next audio frame at the latest.
+    fn next_due(&self) -> Instant {
+        let audio = self.start + self.audio_time(self.audio_frames);
+        let video = self
+            .playing
+            .as_ref()
+            .and_then(|p| {
+                p.video
+                    .front()
+                    .map(|f| p.base + Duration::from_micros(f.time_us))
+            })
+            .map(|at| self.start + at);
+        video.map_or(audio, |video| video.min(audio))
+    }
+}
+
+fn open(path: &Path, base: Duration) -> Option<Playing> {
+    match ClipReader::open(path) {
+        Ok(reader) => Some(Playing {
+            path: path.to_path_buf(),
+            reader,
+            base,
+            video: VecDeque::new(),
+            last_frame_gap: Duration::from_millis(40),
+            frames_read: 0,
+        }),
+        Err(error) => {
+            tracing::warn!(clip = %path.display(), %error, "a clip cannot be played");
+            metrics::counter!("live_program_errors_total", "stage" => "clip").increment(1);
+            None
+        }
+    }
+}
+
+/// Speaks lines on its own thread: a line takes the TTS tens of
+/// milliseconds, which the program's pacing must not wait for.
+struct VoiceThread {
+    texts: Sender<String>,
+    lines: Receiver<Vec<i16>>,
+}
+
+impl VoiceThread {
+    fn spawn(voice: Voice) -> Self {
+        let (texts, inbox) = std::sync::mpsc::channel::<String>();
+        let (outbox, lines) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("program-voice".into())
+            .spawn(move || {
+                for text in inbox {
+                    match voice.speak(&text) {
+                        Ok(pcm) => {
+                            metrics::counter!("live_program_voice_lines_total").increment(1);
+                            if outbox.send(pcm).is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "a host line was not spoken");
+                            metrics::counter!("live_program_errors_total", "stage" => "voice")
+                                .increment(1);
+                        }
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no voice thread; host lines stay text");
+        }
+        Self { texts, lines }
+    }
+
+    fn say(&self, text: String) {
+        let _ = self.texts.send(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_clips() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-demo-clips");
+        let status = Command::new(script).arg(dir.path()).status().unwrap();
+        assert!(
+            status.success(),
+            "scripts/make-demo-clips (needs the ffmpeg CLI)"
+        );
+        dir
+    }
+
+    /// Every video frame due up to `until`, stepping 10 ms at a time.
+    fn run_until(playout: &mut Playout, from: Duration, until: Duration) -> Vec<Placed> {
+        let mut frames = Vec::new();
+        let mut at = from;
+        while at <= until {
+            while let Some(frame) = playout.due_video(playout.start + at) {
+                frames.push(frame);
+            }
+            at += Duration::from_millis(10);
+        }
+        frames
+    }
+
+    #[test]
+    fn clips_switch_on_their_first_keyframe_loop_and_keep_one_timeline() {
+        let clips = demo_clips();
+        let start = Instant::now();
+        let mut playout = Playout::new(start);
+        assert!(
+            playout.due_video(start).is_none(),
+            "nothing plays before a cue"
+        );
+        playout.cue(Cue::Clip(clips.path().join("intro.mp4")), start);
+        let intro = run_until(&mut playout, Duration::ZERO, Duration::from_millis(2_000));
+        assert_eq!(intro.len(), 51, "25 fps for 2 s, from time 0");
+        assert!(intro[0].frame.keyframe);
+        assert_eq!(intro[0].time, 0);
+        assert_eq!(intro[25].time, 90_000);
+
+        // The vote closes: the winner plays from its first frame, a
+        // keyframe, right away and after what was sent.
+        let switch = start + Duration::from_millis(2_005);
+        playout.cue(Cue::Clip(clips.path().join("aurora.mp4")), switch);
+        let aurora = run_until(
+            &mut playout,
+            Duration::from_millis(2_005),
+            Duration::from_millis(14_500),
+        );
+        assert!(aurora[0].frame.keyframe);
+        assert_eq!(aurora[0].time, 2_005 * 90);
+        let times: Vec<u64> = intro.iter().chain(&aurora).map(|p| p.time).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "one timeline");
+        // A 6 s clip over 12.5 s: it loops, each pass from a keyframe,
+        // without a gap.
+        let passes: Vec<&Placed> = aurora
+            .iter()
+            .filter(|p| p.frame.keyframe && p.frame.time_us == 0)
+            .collect();
+        assert_eq!(passes.len(), 3, "three passes begin by 14.5 s");
+        assert_eq!(passes[1].time, (2_005 + 6_000) * 90);
+        let gaps: Vec<u64> = aurora.windows(2).map(|w| w[1].time - w[0].time).collect();
+        assert!(gaps.iter().all(|g| *g == 3_600), "40 ms apart: {gaps:?}");
+
+        // Hold: pictures stop, sound goes on (silence).
+        playout.cue(Cue::Hold, start + Duration::from_millis(14_500));
+        assert!(
+            run_until(
+                &mut playout,
+                Duration::from_millis(14_500),
+                Duration::from_millis(15_000)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_voice_is_mixed_over_the_ducked_clip_and_audio_never_stops() {
+        let clips = demo_clips();
+        let start = Instant::now();
+        let mut playout = Playout::new(start);
+        // Before any clip: silence, on the audio clock.
+        assert!(playout.audio_due(start));
+        let (time, pcm) = playout.next_audio();
+        assert_eq!((time, pcm.len()), (0, OPUS_FRAME_SAMPLES * 2));
+        assert!(pcm.iter().all(|s| *s == 0));
+
+        playout.cue(Cue::Clip(clips.path().join("intro.mp4")), start);
+        let _ = run_until(&mut playout, Duration::ZERO, Duration::from_millis(500));
+        let (time, tone) = playout.next_audio();
+        assert_eq!(time, 960);
+        let loudness = |pcm: &[i16]| pcm.iter().map(|s| i64::from(s.unsigned_abs())).sum::<i64>();
+        assert!(loudness(&tone) > 0, "the clip's tone");
+
+        playout.queue_speech(vec![1000; OPUS_FRAME_SAMPLES * 2]);
+        let (time, mixed) = playout.next_audio();
+        assert_eq!(time, 1920);
+        let clip_part: Vec<i16> = mixed.iter().map(|s| s - 1000).collect();
+        assert!(
+            loudness(&clip_part) < loudness(&tone) / 2,
+            "the clip is ducked under the voice"
+        );
+        let (_, after) = playout.next_audio();
+        assert!(
+            loudness(&after) > loudness(&clip_part),
+            "and back up after it"
+        );
+    }
+
+    #[test]
+    fn a_clip_that_cannot_be_read_leaves_the_program_running() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("broken.mp4"), "not a clip").unwrap();
+        let start = Instant::now();
+        let mut playout = Playout::new(start);
+        playout.cue(Cue::Clip(dir.path().join("broken.mp4")), start);
+        playout.cue(Cue::Clip(dir.path().join("missing.mp4")), start);
+        assert!(playout.due_video(start + Duration::from_secs(1)).is_none());
+        assert!(playout.audio_due(start));
+        assert_eq!(playout.next_audio().1.len(), OPUS_FRAME_SAMPLES * 2);
+    }
+
+    #[test]
+    fn espeak_speaks_a_line_as_48k_stereo() {
+        let voice = Voice {
+            command: "espeak-ng".into(),
+            voice: "en-us".into(),
+            speed: 175,
+        };
+        let pcm = voice.speak("-v welcome to the launch").unwrap();
+        let seconds = pcm.len() as f64 / 2.0 / f64::from(OPUS_SAMPLE_RATE);
+        assert!((0.8..4.0).contains(&seconds), "{seconds} s of speech");
+        assert!(pcm.iter().any(|s| s.unsigned_abs() > 1000), "not silence");
+        let missing = Voice {
+            command: "no-such-tts".into(),
+            ..voice
+        };
+        assert!(
+            missing
+                .speak("hello")
+                .unwrap_err()
+                .contains("cannot run no-such-tts")
+        );
+    }
+}
