@@ -23,6 +23,8 @@ pub struct ProgramsConfig {
     pub stream: String,
     /// The host's voice; none: host lines stay text.
     pub voice: Option<Voice>,
+    /// FFmpeg's H.264 encoder for live scenes whose stream is VP8.
+    pub encoder: String,
 }
 
 /// The programs of this node's rooms.
@@ -99,23 +101,24 @@ impl Programs {
     }
 
     /// Shows `scene` in `room`'s program, starting the program if it has
-    /// none. A clip plays from its start (looping); a live scene holds the
-    /// picture (the program does not relay live streams yet). The scene
-    /// already showing is left alone.
+    /// none. A clip plays from its start (looping); a live scene shows the
+    /// room's stream from its next keyframe, or as soon as it goes live.
+    /// The scene already showing is left alone.
     pub async fn show(&self, room: &str, scene: &Scene, owner: &str) {
-        let cue = match scene {
-            Scene::Clip(name) => match self.clip_path(name) {
-                Some(path) => Cue::Clip(path),
-                None => Cue::Hold,
-            },
-            Scene::Live(_) => Cue::Hold,
-        };
+        if self.showing(room) == Some(scene.clone()) {
+            return;
+        }
         if !self.is_running(room) {
             let key = StreamKey::new(room, self.config.stream.clone());
             match self
                 .config
                 .media
-                .program(key, owner.to_owned(), self.config.voice.clone())
+                .program(
+                    key,
+                    owner.to_owned(),
+                    self.config.voice.clone(),
+                    self.config.encoder.clone(),
+                )
                 .await
             {
                 Ok(program) => {
@@ -134,13 +137,29 @@ impl Programs {
                 }
             }
         }
-        let mut running = self.lock();
-        if let Some(running) = running.get_mut(room)
-            && running.showing.as_ref() != Some(scene)
-        {
+        let cue = match scene {
+            Scene::Clip(name) => self.clip_path(name).map_or(Cue::Hold, Cue::Clip),
+            // The program cannot show itself.
+            Scene::Live(stream) if *stream == self.config.stream => Cue::Hold,
+            Scene::Live(stream) => {
+                let source = StreamKey::new(room, stream.clone());
+                match self.config.media.relay(source).await {
+                    Ok(frames) => Cue::Live(frames),
+                    Err(error) => {
+                        tracing::warn!(%room, %stream, %error, "a live scene cannot be shown");
+                        Cue::Hold
+                    }
+                }
+            }
+        };
+        if let Some(running) = self.lock().get_mut(room) {
             running.program.cue(cue);
             running.showing = Some(scene.clone());
         }
+    }
+
+    fn showing(&self, room: &str) -> Option<Scene> {
+        self.lock().get(room).and_then(|r| r.showing.clone())
     }
 
     /// Speaks a host line in `room`'s program, if it runs.

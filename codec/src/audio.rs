@@ -144,6 +144,27 @@ impl OpusDecoder {
         Ok(samples)
     }
 
+    /// Decodes one Opus packet into interleaved 16-bit stereo at 48 kHz,
+    /// appended to `out` (a mono stream is doubled).
+    pub fn decode_interleaved(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<i16>,
+    ) -> Result<(), CodecError> {
+        self.decode_with(packet, |frame| {
+            let left = frame.plane::<f32>(0);
+            let right = if frame.planes() > 1 {
+                frame.plane::<f32>(1)
+            } else {
+                left
+            };
+            let to_i16 = |sample: f32| (sample.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+            for (l, r) in left.iter().zip(right) {
+                out.extend([to_i16(*l), to_i16(*r)]);
+            }
+        })
+    }
+
     /// Decodes one Opus packet and hands each decoded frame (planar
     /// float, 48 kHz) to `sink`.
     pub(crate) fn decode_with(

@@ -121,6 +121,21 @@ fn opus_tone_survives_libopus_and_back() {
     assert!(packets >= 48, "{packets} packets for 50 frames");
     assert!(samples >= 48 * OPUS_FRAME_SAMPLES, "{samples} samples");
     assert!(encoder.encode(&[0; 10]).is_err());
+
+    // Decoded to interleaved stereo (what the program mixes): the tone's
+    // loudness comes back.
+    let mut pcm = Vec::new();
+    for _ in 0..10 {
+        for packet in encoder.encode(&tone.next_frame()).unwrap() {
+            decoder.decode_interleaved(&packet, &mut pcm).unwrap();
+        }
+    }
+    assert_eq!(pcm.len() % (2 * OPUS_FRAME_SAMPLES), 0);
+    let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap();
+    assert!(
+        (6_000..=10_000).contains(&peak),
+        "the tone peaks near 8000: {peak}"
+    );
 }
 
 #[test]

@@ -101,9 +101,10 @@ impl Engine {
         let recordings = actors::LiveRecordings::default();
         let recordings_root = config.data_dir.join("recordings");
         let mut actors_config = config.actors();
-        actors_config.recording = config.transcode.enabled.then(|| actors::RecordingConfig {
+        let ladder = config.transcode.enabled.then(|| config.ladder());
+        actors_config.recording = ladder.clone().map(|ladder| actors::RecordingConfig {
             media: media.clone(),
-            ladder: config.ladder(),
+            ladder,
             root: recordings_root.clone(),
             live: recordings.clone(),
         });
@@ -112,6 +113,14 @@ impl Engine {
             clips_dir: config.clips_dir(),
             stream: config.story.program_stream.clone(),
             voice: checked_voice(config.voice()),
+            encoder: ladder.as_ref().map_or_else(
+                // Without transcoding, no NVENC probe: software.
+                || match config.transcode.encoder.as_str() {
+                    "auto" => "libx264".to_owned(),
+                    fixed => fixed.to_owned(),
+                },
+                |ladder| ladder.encoder.clone(),
+            ),
         });
         actors_config.programs = Some(programs.clone());
         let catalog = actors_config.gifts.catalog.clone();

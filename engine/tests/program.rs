@@ -10,8 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use codec::{VideoCodec, VideoEncoderConfig};
 use common::{ADMIN_KEY, Client, TestEngine, demo_clips};
-use load_tests::rtc::{Endpoint, Subscriber, SubscriberStats, wait_for};
+use load_tests::rtc::{Endpoint, PublishOptions, Publisher, Subscriber, SubscriberStats, wait_for};
 use protocol::v1::server_frame::Frame;
 use serde_json::{Value, json};
 
@@ -53,6 +54,34 @@ async fn watch_program(t: &TestEngine, user: &str) -> Subscriber {
     Subscriber::start(&whep, true).await.unwrap()
 }
 
+/// The streamer's camera on `r1/main`: VP8 at 400x224 (a size no clip
+/// has), which the program turns into H.264 for its viewers.
+async fn go_live(t: &TestEngine) -> Publisher {
+    let token = t.token("host", "r1", &["publish"]).await;
+    let whip = Endpoint {
+        http: &t.http,
+        base: &t.base,
+        path: "/whip/r1/main",
+        token: &token,
+    };
+    let options = PublishOptions {
+        video: VideoEncoderConfig {
+            codec: VideoCodec::Vp8,
+            width: 400,
+            height: 224,
+            fps: 30,
+            bitrate_bps: 500_000,
+            keyframe_interval: 90,
+        },
+        audio_bitrate_bps: 48_000,
+    };
+    let publisher = Publisher::start(&whip, options).await.unwrap();
+    wait_for(|| publisher.stats().connected(), WAIT)
+        .await
+        .expect("the host's camera connects");
+    publisher
+}
+
 async fn next_vote_frame(client: &mut Client) -> Frame {
     loop {
         match client.next_leaf().await {
@@ -79,11 +108,14 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
         .unwrap_or_else(|_| panic!("the intro reaches the viewer: {}", stats.summary()));
     let voice_lines = t.metric("live_program_voice_lines_total").await;
 
-    // 50 viewers in the room; the operator moves on to the vote.
+    // 50 viewers in the room; the host goes live and the operator moves
+    // on to the vote, whose scene is the host's camera: the viewer sees it
+    // in the same session, turned into H.264.
     let mut voters = Vec::new();
     for i in 0..50 {
         voters.push(t.chatter(&format!("fan{i}"), "r1").await);
     }
+    let camera = go_live(&t).await;
     let (status, view) = t
         .post_json(
             "/v1/rooms/r1/story/choose",
@@ -95,6 +127,14 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
         (status, &view["node"]),
         (200, &json!("pick-colour")),
         "{view}"
+    );
+    let cut = Instant::now();
+    wait_for(|| stats.dimensions() == (400, 224), WAIT)
+        .await
+        .unwrap_or_else(|_| panic!("the live scene reaches the viewer: {}", stats.summary()));
+    println!(
+        "cut to the live scene -> its first picture decoded: {:?}",
+        cut.elapsed()
     );
     let mut window = 0;
     for voter in &mut voters {
@@ -174,6 +214,7 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
     .await
     .expect("the program's end reaches its viewer");
     viewer.close().await;
+    camera.close().await;
     t.shutdown().await;
 }
 

@@ -102,6 +102,8 @@ enum Command {
         owner: String,
         reply: oneshot::Sender<Result<PeerId, SfuError>>,
     },
+    /// Starts copying a stream's frames into a program's queue.
+    Relay { source: StreamKey, tap: Tap },
     /// Starts copying a live stream's frames into a transcoder's queue.
     Tap {
         stream: StreamKey,
@@ -314,6 +316,7 @@ impl MediaPlane {
         stream: StreamKey,
         owner: String,
         voice: Option<Voice>,
+        encoder: String,
     ) -> Result<Program, SfuError> {
         let (cues_tx, cues) = std::sync::mpsc::channel();
         let key = stream.clone();
@@ -329,6 +332,7 @@ impl MediaPlane {
             source,
             cues,
             voice,
+            encoder,
             back: self.renditions.clone(),
         };
         let spawned = std::thread::Builder::new()
@@ -342,6 +346,27 @@ impl MediaPlane {
             return Err(SfuError::Unavailable);
         }
         Ok(Program { cues: cues_tx })
+    }
+
+    /// A queue of `source`'s frames (from its next keyframe, and whenever
+    /// it is live) for a program showing it; copying stops when the
+    /// receiver is dropped.
+    pub async fn relay(
+        &self,
+        source: StreamKey,
+    ) -> Result<std::sync::mpsc::Receiver<IngestFrame>, SfuError> {
+        let (frames, queue) = std::sync::mpsc::sync_channel(TAP_CAPACITY);
+        let tap = Tap {
+            frames,
+            keyframe_wanted: Arc::default(),
+            fail: Arc::default(),
+            resync: true,
+        };
+        self.commands
+            .send(Command::Relay { source, tap })
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        Ok(queue)
     }
 
     /// Fault injection for tests and drills: the stream's transcoder fails
@@ -381,6 +406,7 @@ async fn run(
     let destination = router.host_candidate();
     let mut sessions: HashMap<String, MediaSession> = HashMap::new();
     let mut taps: HashMap<StreamKey, Tap> = HashMap::new();
+    let mut relays: HashMap<StreamKey, Vec<Tap>> = HashMap::new();
     let mut meter = Meter::default();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -395,6 +421,10 @@ async fn run(
                             taps.insert(stream, tap);
                         }
                         let _ = reply.send(tapped);
+                    }
+                    Command::Relay { source, tap } => {
+                        router.set_copied(&source, true, Instant::now());
+                        relays.entry(source).or_default().push(tap);
                     }
                     Command::FailTranscode { stream, reply } => {
                         let tap = taps.get(&stream);
@@ -440,6 +470,7 @@ async fn run(
         while let Some(event) = router.poll_event() {
             let event = match event {
                 SfuEvent::Ingest(frame) => {
+                    feed_relays(&mut relays, &mut router, &frame);
                     feed_tap(&mut taps, &mut router, frame);
                     continue;
                 }
@@ -485,43 +516,76 @@ async fn run(
     }
 }
 
-/// Hands a frame to its stream's transcoder without ever waiting: a full
-/// queue drops the frame (counted), and video then waits for the next
-/// keyframe, which is asked of the publisher, so the transcoder never
-/// decodes a frame whose reference it lost.
+/// Hands a frame to its stream's transcoder (see [`feed`]); a transcoder
+/// that ended stops the copying.
 fn feed_tap(taps: &mut HashMap<StreamKey, Tap>, router: &mut Router, frame: IngestFrame) {
     let Some(tap) = taps.get_mut(&frame.stream) else {
         return;
     };
+    let stream = frame.stream.clone();
+    if !feed(tap, router, frame, "live_transcode_frames_total") {
+        // The transcoder ended (it failed): stop copying.
+        taps.remove(&stream);
+        let _ = router.set_tapped(&stream, false, Instant::now());
+    }
+}
+
+/// Hands a frame to the programs showing its stream (see [`feed`]);
+/// programs gone from it stop being fed, and the last one stops the
+/// copying.
+fn feed_relays(
+    relays: &mut HashMap<StreamKey, Vec<Tap>>,
+    router: &mut Router,
+    frame: &IngestFrame,
+) {
+    let Some(taps) = relays.get_mut(&frame.stream) else {
+        return;
+    };
+    taps.retain_mut(|tap| {
+        feed(
+            tap,
+            router,
+            frame.clone(),
+            "live_program_relay_frames_total",
+        )
+    });
+    if taps.is_empty() {
+        relays.remove(&frame.stream);
+        router.set_copied(&frame.stream, false, Instant::now());
+    }
+}
+
+/// Hands a frame to a queue without ever waiting: a full queue drops the
+/// frame (counted in `counter` by stage), and video then waits for the next keyframe, which is
+/// asked of the publisher, so the reader never decodes a frame whose
+/// reference it lost. False when the reader is gone.
+fn feed(tap: &mut Tap, router: &mut Router, frame: IngestFrame, counter: &'static str) -> bool {
     let video = frame.kind == str0m::media::MediaKind::Video;
     if video && !frame.contiguous {
         // Packets were lost: this frame and those after it may refer to
         // what is missing. The router already asked for a keyframe.
-        metrics::counter!("live_transcode_frames_total", "stage" => "incomplete").increment(1);
+        metrics::counter!(counter, "stage" => "incomplete").increment(1);
         tap.resync = true;
-        return;
+        return true;
     }
     if video && tap.resync {
         if !frame.keyframe {
-            metrics::counter!("live_transcode_frames_total", "stage" => "dropped").increment(1);
-            return;
+            metrics::counter!(counter, "stage" => "dropped").increment(1);
+            return true;
         }
         tap.resync = false;
     }
     match tap.frames.try_send(frame) {
-        Ok(()) => {}
+        Ok(()) => true,
         Err(TrySendError::Full(frame)) => {
-            metrics::counter!("live_transcode_frames_total", "stage" => "dropped").increment(1);
+            metrics::counter!(counter, "stage" => "dropped").increment(1);
             if video {
                 tap.resync = true;
                 router.request_source_keyframe(&frame.stream, Instant::now());
             }
+            true
         }
-        Err(TrySendError::Disconnected(frame)) => {
-            // The transcoder ended (it failed): stop copying.
-            taps.remove(&frame.stream);
-            let _ = router.set_tapped(&frame.stream, false, Instant::now());
-        }
+        Err(TrySendError::Disconnected(_)) => false,
     }
 }
 
@@ -639,6 +703,7 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
         Command::FailTranscode { reply, .. } => {
             let _ = reply.send(false);
         }
+        Command::Relay { .. } => {}
     }
 }
 

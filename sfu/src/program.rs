@@ -11,6 +11,12 @@
 //!       └─ espeak-ng ─► 48 kHz PCM ──► program thread     the transcoder's tap)
 //! ```
 //!
+//! A live scene shows one of the room's streams: the media thread copies
+//! its frames to the program (as it does for a transcoder), which places
+//! them on its timeline as they come, H.264 as it is, VP8 turned into
+//! H.264 (the program's codec, which every viewer negotiated), its sound
+//! decoded into the mix.
+//!
 //! Switching clips needs no renegotiation: the program has one timeline
 //! (its own clock since it started), every clip's frames are placed on it,
 //! and a clip starts with a keyframe, so a switch is seen from the new
@@ -22,16 +28,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use codec::clip::{ClipItem, ClipReader, ClipVideo, wav_to_stereo_48k};
-use codec::{OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusEncoder};
+use codec::{
+    CodecError, EncoderSetup, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusDecoder, OpusEncoder,
+    VideoCodec, VideoDecoder, VideoEncoder, VideoEncoderConfig,
+};
+use str0m::format::Codec;
 use str0m::media::MediaKind;
 use tokio::sync::mpsc;
 
+use crate::rendition::DISCONTINUITY_TICKS;
 use crate::transcode::FromWorker;
-use crate::{LocalFrame, PeerId, StreamKey};
+use crate::{IngestFrame, LocalFrame, PeerId, StreamKey};
 
 /// Video read ahead of its time: enough for the audio interleaved with it
 /// (containers put up to a second of one beside the other).
@@ -44,6 +55,9 @@ const MAX_SPEECH_QUEUE: usize = 60 * OPUS_SAMPLE_RATE as usize * 2;
 /// The clip's sound under the host's voice.
 const DUCKED: f32 = 0.35;
 const OPUS_BITRATE_BPS: u32 = 96_000;
+/// While a live scene shows, the program looks for its frames at least
+/// this often (they come on their own queue).
+const LIVE_POLL: Duration = Duration::from_millis(5);
 
 /// How the host speaks: a command that writes a WAV of the text it reads
 /// on stdin to stdout (`espeak-ng --stdout -v <voice> -s <speed>`).
@@ -83,12 +97,14 @@ impl Voice {
 }
 
 /// What the owner tells a program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Cue {
     /// Play this clip from its start, now, looping until the next cue.
     Clip(PathBuf),
-    /// Stop the clip's picture and sound (a scene the program does not
-    /// show); speech goes on.
+    /// Show a live stream: its frames as the media plane copies them
+    /// ([`crate::MediaPlane::relay`]), from its next keyframe.
+    Live(Receiver<IngestFrame>),
+    /// Stop the scene's picture and sound; speech goes on.
     Hold,
     /// Speak a line over what plays.
     Say(String),
@@ -113,6 +129,8 @@ pub(crate) struct ProgramJob {
     pub source: PeerId,
     pub cues: Receiver<Cue>,
     pub voice: Option<Voice>,
+    /// The H.264 encoder live VP8 scenes are turned into H.264 with.
+    pub encoder: String,
     pub back: mpsc::Sender<FromWorker>,
 }
 
@@ -135,6 +153,7 @@ impl ProgramJob {
             source,
             cues,
             voice,
+            encoder: h264_encoder,
             back,
         } = self;
         let mut encoder = OpusEncoder::open(OPUS_BITRATE_BPS)
@@ -146,6 +165,7 @@ impl ProgramJob {
             .ok();
         let speech = voice.map(VoiceThread::spawn);
         let mut state = Playout::new(Instant::now());
+        state.h264_encoder = h264_encoder;
         let send = |kind, data: Vec<u8>, keyframe, time| {
             let frame = LocalFrame {
                 stream: stream.clone(),
@@ -164,15 +184,16 @@ impl ProgramJob {
                     state.queue_speech(pcm);
                 }
             }
+            let live = state.live_video(now);
             while let Some(video) = state.due_video(now) {
-                let time = video.time;
                 metrics::counter!("live_program_frames_total", "kind" => "video").increment(1);
-                if !send(
-                    MediaKind::Video,
-                    video.frame.data,
-                    video.frame.keyframe,
-                    time,
-                ) {
+                if !send(MediaKind::Video, video.data, video.keyframe, video.time) {
+                    return;
+                }
+            }
+            for video in live {
+                metrics::counter!("live_program_frames_total", "kind" => "live").increment(1);
+                if !send(MediaKind::Video, video.data, video.keyframe, video.time) {
                     return;
                 }
             }
@@ -192,7 +213,10 @@ impl ProgramJob {
                     Err(error) => tracing::debug!(%error, "a program audio frame was not encoded"),
                 }
             }
-            let wait = state.next_due().saturating_duration_since(Instant::now());
+            let mut wait = state.next_due().saturating_duration_since(Instant::now());
+            if state.live.is_some() {
+                wait = wait.min(LIVE_POLL);
+            }
             match cues.recv_timeout(wait) {
                 Ok(Cue::Say(text)) => match &speech {
                     Some(speech) => speech.say(text),
@@ -206,10 +230,111 @@ impl ProgramJob {
     }
 }
 
-/// A video frame placed on the program's timeline (90 kHz).
+/// A video frame placed on the program's timeline.
 struct Placed {
-    frame: ClipVideo,
+    /// H.264, Annex B.
+    data: Vec<u8>,
+    keyframe: bool,
+    /// Program time, 90 kHz.
     time: u64,
+}
+
+/// A live stream the program shows.
+struct LiveRelay {
+    frames: Receiver<IngestFrame>,
+    /// The source's video time and the program time it was placed at, and
+    /// the source time of the last frame (to see a new timeline).
+    anchor: Option<(u64, Duration)>,
+    last_source: u64,
+    opus: Option<OpusDecoder>,
+    /// Set up on the first VP8 frame.
+    to_h264: Option<ToH264>,
+}
+
+impl LiveRelay {
+    /// Where a source frame goes on the program's timeline: after the
+    /// last frame sent, keeping the source's own spacing. A relay starts
+    /// (and starts over, when the source's time jumps) on a keyframe.
+    fn place(
+        &mut self,
+        source: u64,
+        keyframe: bool,
+        now: Duration,
+        last: Option<Duration>,
+    ) -> Option<Duration> {
+        let jumped =
+            source.abs_diff(self.last_source) > DISCONTINUITY_TICKS || source < self.last_source;
+        if self.anchor.is_some() && jumped {
+            self.anchor = None;
+        }
+        let after_last =
+            |at: Duration| last.map_or(at, |last| at.max(last + Duration::from_millis(1)));
+        let (origin, placed) = match self.anchor {
+            Some(anchor) => anchor,
+            None if keyframe => {
+                let anchor = (source, after_last(now));
+                self.anchor = Some(anchor);
+                anchor
+            }
+            None => return None,
+        };
+        self.last_source = source;
+        let since = Duration::from_micros((source - origin) * 100 / 9);
+        Some(after_last(placed + since))
+    }
+}
+
+/// Turns a live VP8 stream into H.264 at its own size (re-opened when the
+/// size changes), with the program's timestamps.
+struct ToH264 {
+    decoder: VideoDecoder,
+    encoder: Option<VideoEncoder>,
+    name: String,
+}
+
+impl ToH264 {
+    fn new(name: &str) -> Result<Self, CodecError> {
+        Ok(Self {
+            decoder: VideoDecoder::open(VideoCodec::Vp8)?,
+            encoder: None,
+            name: name.to_owned(),
+        })
+    }
+
+    fn convert(&mut self, data: &[u8], time: u64) -> Result<Vec<(Vec<u8>, bool)>, CodecError> {
+        let mut out = Vec::new();
+        for mut picture in self.decoder.decode(data)? {
+            let size = (picture.width(), picture.height());
+            let stale = self
+                .encoder
+                .as_ref()
+                .is_none_or(|e| (e.config().width, e.config().height) != size);
+            if stale {
+                let config = VideoEncoderConfig {
+                    codec: VideoCodec::H264,
+                    width: size.0,
+                    height: size.1,
+                    fps: 30,
+                    // About 3 bits a pixel a second: 2.8 Mbit/s at 720p.
+                    bitrate_bps: (size.0 * size.1 * 3).clamp(300_000, 8_000_000),
+                    keyframe_interval: 60,
+                };
+                let setup = EncoderSetup {
+                    name: &self.name,
+                    clock_hz: 90_000,
+                    global_header: false,
+                };
+                self.encoder = Some(VideoEncoder::open_with(config, setup)?);
+            }
+            let Some(encoder) = self.encoder.as_mut() else {
+                continue;
+            };
+            for frame in encoder.encode_at(&mut picture, time as i64, stale)? {
+                out.push((frame.data, frame.keyframe));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The clip playing now.
@@ -232,12 +357,16 @@ struct Playout {
     start: Instant,
     playing: Option<Playing>,
     /// Decoded clip audio not yet played (interleaved stereo, 48 kHz).
-    clip_audio: VecDeque<i16>,
+    scene_audio: VecDeque<i16>,
     speech: VecDeque<i16>,
     /// Audio frames sent: the audio clock.
     audio_frames: u64,
     /// Program time of the last video frame sent.
     last_video: Option<Duration>,
+    /// The live stream shown, when the scene is live.
+    live: Option<LiveRelay>,
+    /// The encoder for live VP8 (FFmpeg's name).
+    h264_encoder: String,
 }
 
 impl Playout {
@@ -245,17 +374,20 @@ impl Playout {
         Self {
             start,
             playing: None,
-            clip_audio: VecDeque::new(),
+            scene_audio: VecDeque::new(),
             speech: VecDeque::new(),
             audio_frames: 0,
             last_video: None,
+            live: None,
+            h264_encoder: "libx264".into(),
         }
     }
 
     fn cue(&mut self, cue: Cue, now: Instant) {
         match cue {
             Cue::Clip(path) => {
-                self.clip_audio.clear();
+                self.scene_audio.clear();
+                self.live = None;
                 // The new clip starts now, and never before what was sent.
                 let now = now.saturating_duration_since(self.start);
                 let base = self
@@ -269,7 +401,21 @@ impl Playout {
             }
             Cue::Hold => {
                 self.playing = None;
-                self.clip_audio.clear();
+                self.live = None;
+                self.scene_audio.clear();
+            }
+            Cue::Live(frames) => {
+                self.playing = None;
+                self.scene_audio.clear();
+                self.live = Some(LiveRelay {
+                    frames,
+                    anchor: None,
+                    last_source: 0,
+                    opus: None,
+                    to_h264: None,
+                });
+                metrics::counter!("live_program_switches_total").increment(1);
+                tracing::info!("program shows a live stream");
             }
             Cue::Say(_) => {}
         }
@@ -298,9 +444,77 @@ impl Playout {
         }
         self.last_video = Some(at);
         Some(Placed {
-            frame,
-            time: (at.as_micros() * 9 / 100) as u64,
+            data: frame.data,
+            keyframe: frame.keyframe,
+            time: ticks(at),
         })
+    }
+
+    /// What the live source sent since the last call: its video placed on
+    /// the timeline (to send now), its sound queued for the mix.
+    fn live_video(&mut self, now: Instant) -> Vec<Placed> {
+        let now = now.saturating_duration_since(self.start);
+        let mut out = Vec::new();
+        let Some(live) = self.live.as_mut() else {
+            return out;
+        };
+        loop {
+            let frame = match live.frames.try_recv() {
+                Ok(frame) => frame,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.live = None;
+                    break;
+                }
+            };
+            if frame.kind == MediaKind::Audio {
+                let opus = match live.opus.as_mut() {
+                    Some(opus) => opus,
+                    None => match OpusDecoder::open() {
+                        Ok(opus) => live.opus.insert(opus),
+                        Err(_) => continue,
+                    },
+                };
+                let mut pcm = Vec::new();
+                if opus.decode_interleaved(&frame.data, &mut pcm).is_ok() {
+                    self.scene_audio.extend(pcm);
+                }
+                continue;
+            }
+            let Some(at) = live.place(frame.time, frame.keyframe, now, self.last_video) else {
+                continue;
+            };
+            let converted = match frame.codec {
+                Codec::H264 => Ok(vec![(frame.data.to_vec(), frame.keyframe)]),
+                Codec::Vp8 => {
+                    let to_h264 = match live.to_h264.as_mut() {
+                        Some(to_h264) => Ok(to_h264),
+                        None => ToH264::new(&self.h264_encoder).map(|c| live.to_h264.insert(c)),
+                    };
+                    to_h264.and_then(|c| c.convert(&frame.data, ticks(at)))
+                }
+                other => Err(CodecError::Input(format!("{other:?} cannot be shown"))),
+            };
+            match converted {
+                Ok(frames) => {
+                    for (data, keyframe) in frames {
+                        self.last_video = Some(at);
+                        out.push(Placed {
+                            data,
+                            keyframe,
+                            time: ticks(at),
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "a live frame was not shown");
+                    metrics::counter!("live_program_errors_total", "stage" => "live").increment(1);
+                }
+            }
+        }
+        let over = self.scene_audio.len().saturating_sub(MAX_AUDIO_QUEUE);
+        self.scene_audio.drain(..over);
+        out
     }
 
     /// Reads the clip ahead: video until a few frames wait, and the audio
@@ -315,7 +529,7 @@ impl Playout {
                     playing.frames_read += 1;
                     playing.video.push_back(frame);
                 }
-                Ok(Some(ClipItem::Audio(samples))) => self.clip_audio.extend(samples),
+                Ok(Some(ClipItem::Audio(samples))) => self.scene_audio.extend(samples),
                 Ok(None) if playing.frames_read == 0 => {
                     tracing::warn!(clip = %playing.path.display(), "a clip without pictures stopped");
                     self.playing = None;
@@ -342,8 +556,8 @@ impl Playout {
                 }
             }
         }
-        let over = self.clip_audio.len().saturating_sub(MAX_AUDIO_QUEUE);
-        self.clip_audio.drain(..over);
+        let over = self.scene_audio.len().saturating_sub(MAX_AUDIO_QUEUE);
+        self.scene_audio.drain(..over);
     }
 
     fn audio_time(&self, frames: u64) -> Duration {
@@ -365,7 +579,7 @@ impl Playout {
         let clip_gain = if speaking { DUCKED } else { 1.0 };
         let mut pcm = Vec::with_capacity(OPUS_FRAME_SAMPLES * 2);
         for _ in 0..OPUS_FRAME_SAMPLES * 2 {
-            let clip = f32::from(self.clip_audio.pop_front().unwrap_or(0)) * clip_gain;
+            let clip = f32::from(self.scene_audio.pop_front().unwrap_or(0)) * clip_gain;
             let voice = f32::from(self.speech.pop_front().unwrap_or(0));
             pcm.push((clip + voice).clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16);
         }
@@ -386,6 +600,11 @@ impl Playout {
             .map(|at| self.start + at);
         video.map_or(audio, |video| video.min(audio))
     }
+}
+
+/// Program time in the video clock (90 kHz).
+fn ticks(at: Duration) -> u64 {
+    (at.as_micros() * 9 / 100) as u64
 }
 
 fn open(path: &Path, base: Duration) -> Option<Playing> {
@@ -487,7 +706,7 @@ mod tests {
         playout.cue(Cue::Clip(clips.path().join("intro.mp4")), start);
         let intro = run_until(&mut playout, Duration::ZERO, Duration::from_millis(2_000));
         assert_eq!(intro.len(), 51, "25 fps for 2 s, from time 0");
-        assert!(intro[0].frame.keyframe);
+        assert!(intro[0].keyframe);
         assert_eq!(intro[0].time, 0);
         assert_eq!(intro[25].time, 90_000);
 
@@ -500,7 +719,7 @@ mod tests {
             Duration::from_millis(2_005),
             Duration::from_millis(14_500),
         );
-        assert!(aurora[0].frame.keyframe);
+        assert!(aurora[0].keyframe);
         assert_eq!(aurora[0].time, 2_005 * 90);
         let times: Vec<u64> = intro.iter().chain(&aurora).map(|p| p.time).collect();
         assert!(times.windows(2).all(|w| w[0] < w[1]), "one timeline");
@@ -508,7 +727,7 @@ mod tests {
         // without a gap.
         let passes: Vec<&Placed> = aurora
             .iter()
-            .filter(|p| p.frame.keyframe && p.frame.time_us == 0)
+            .filter(|p| p.keyframe && (p.time - aurora[0].time).is_multiple_of(6_000 * 90))
             .collect();
         assert_eq!(passes.len(), 3, "three passes begin by 14.5 s");
         assert_eq!(passes[1].time, (2_005 + 6_000) * 90);

@@ -1,6 +1,6 @@
 //! The sans-IO router: peers, streams and forwarding.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -183,6 +183,10 @@ pub struct Router {
     /// ([`Self::push_local`]). The id tells one program from the next on
     /// the same stream.
     locals: HashMap<StreamKey, PeerId>,
+    /// Streams whose frames are copied out ([`SfuEvent::Ingest`]) for a
+    /// program showing them, whether or not they are live now: a program
+    /// that waits for a stream gets it when its publisher connects.
+    copied: HashSet<StreamKey>,
     subscribers: HashMap<StreamKey, Vec<PeerId>>,
     /// Taps and renditions of transcoded streams.
     media: HashMap<StreamKey, StreamMedia>,
@@ -226,6 +230,7 @@ impl Router {
             peers: HashMap::new(),
             publishers: HashMap::new(),
             locals: HashMap::new(),
+            copied: HashSet::new(),
             subscribers: HashMap::new(),
             media: HashMap::new(),
             next_id: 1,
@@ -810,8 +815,13 @@ impl Router {
         best: Option<&Rid>,
         now: Instant,
     ) {
-        let Some(media) = self.media.get_mut(stream).filter(|media| media.tapped) else {
-            return;
+        let media = if self.copied.contains(stream) {
+            self.media.entry(stream.clone()).or_default()
+        } else {
+            match self.media.get_mut(stream).filter(|media| media.tapped) {
+                Some(media) => media,
+                None => return,
+            }
         };
         let keyframe = kind == MediaKind::Video && data.is_keyframe();
         if let Some(rid) = data.rid {
@@ -873,6 +883,18 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Starts or stops copying a stream's frames for a program that shows
+    /// it, live now or later. Starting asks a live publisher for a
+    /// keyframe: the program can show nothing before one.
+    pub fn set_copied(&mut self, stream: &StreamKey, copied: bool, now: Instant) {
+        if copied {
+            self.copied.insert(stream.clone());
+            self.request_source_keyframe(stream, now);
+        } else {
+            self.copied.remove(stream);
+        }
     }
 
     /// The transcoder opened its ladder: its renditions become feeds.
