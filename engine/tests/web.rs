@@ -529,8 +529,9 @@ async fn a_viewer_rides_out_a_network_drop() {
 /// The watch page's story panel: a viewer arriving mid-vote sees the scene,
 /// the host's line and the options with a countdown; a click votes (the
 /// button shows it and the count moves for everyone); an operator's
-/// decision shows the result and the next scene; the host's tracker sends
-/// VMC and the avatar appears.
+/// decision shows the result and the next scene, whose clip plays in the
+/// page (the room's program); the host's tracker sends VMC and the avatar
+/// appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_votes_from_the_story_panel() {
     let dist = web_dist();
@@ -630,6 +631,16 @@ async fn a_viewer_votes_from_the_story_panel() {
                     && text.contains("Left it is.")
             })
         },
+    )
+    .await;
+    // The page follows the room's program: the chosen scene's clip
+    // (480x270) plays in its WebRTC session, decoded by Chromium.
+    ann.wait_until(
+        "story-program",
+        "the chosen clip plays in the page",
+        "const v = document.getElementById('video');
+         return [v.videoWidth, v.videoHeight, v.dataset.transport];",
+        |v| *v == json!([480, 270, "webrtc"]),
     )
     .await;
 

@@ -780,6 +780,40 @@ mod tests {
     }
 
     #[test]
+    fn a_live_source_starts_on_a_keyframe_keeps_its_spacing_and_never_goes_back() {
+        let (_, frames) = std::sync::mpsc::sync_channel(1);
+        let mut live = LiveRelay {
+            frames,
+            anchor: None,
+            last_source: 0,
+            opus: None,
+            to_h264: None,
+        };
+        let ms = Duration::from_millis;
+        // Program time 10 s; the last clip frame went out at 10 s too.
+        let (now, last) = (ms(10_000), Some(ms(10_000)));
+        assert_eq!(
+            live.place(900_000, false, now, last),
+            None,
+            "not before a keyframe"
+        );
+        let first = live.place(903_000, true, now, last).unwrap();
+        assert_eq!(first, ms(10_001), "just after what was sent");
+        // 33 ms later in the source: 33 ms later in the program, even when
+        // it arrives late.
+        let second = live
+            .place(903_000 + 2_970, false, ms(10_200), Some(first))
+            .unwrap();
+        assert_eq!(second, ms(10_034));
+        // The publisher came back with a new timeline: wait for its
+        // keyframe, then go on after what was sent.
+        assert_eq!(live.place(10, false, ms(11_000), Some(second)), None);
+        let third = live.place(3_000, true, ms(11_000), Some(second)).unwrap();
+        assert_eq!(third, ms(11_000));
+        assert!(live.place(6_000, false, ms(11_010), Some(third)).unwrap() > third);
+    }
+
+    #[test]
     fn a_clip_that_cannot_be_read_leaves_the_program_running() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("broken.mp4"), "not a clip").unwrap();

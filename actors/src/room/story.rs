@@ -64,6 +64,10 @@ pub struct StoryView {
     pub paused: bool,
     pub ended: bool,
     pub history: Vec<interactive::story::runtime::Step>,
+    /// The stream the run's scenes play on (WHEP/HLS like any stream),
+    /// while the room's program runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program_stream: Option<String>,
 }
 
 /// The room's run, if one is loaded.
@@ -225,6 +229,11 @@ impl RoomStory {
             paused: state.paused_at_ms.is_some(),
             ended: state.ended,
             history: state.history.clone(),
+            program_stream: self
+                .programs
+                .as_ref()
+                .filter(|programs| programs.is_running(&self.room_id))
+                .map(|programs| programs.stream_name().to_owned()),
         })
     }
 

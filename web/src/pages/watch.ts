@@ -28,7 +28,12 @@ const DISCONNECTED_GRACE_MS = 3_000;
 $("signin").innerHTML = SIGNIN_HTML;
 const session = await signedIn(["subscribe", "chat", "gift"], param("room") ?? "demo");
 const room = param("room") ?? session.claims.room;
-const stream = param("stream") ?? "main";
+/** The stream the URL names (`main` by default): its publisher gets the gifts. */
+const home = param("stream") ?? "main";
+/** While a story runs, the room's program plays instead (unless the URL names a stream). */
+const followsProgram = param("stream") === null;
+/** What plays: `home`, or the program. */
+let stream = home;
 $("app").classList.remove("hidden");
 document.title = `${room} · Watch`;
 
@@ -78,6 +83,7 @@ async function showStory(): Promise<void> {
     tallies: [string, number][];
     paused: boolean;
     ended: boolean;
+    program_stream?: string;
   }
   let view: View;
   try {
@@ -109,6 +115,17 @@ async function showStory(): Promise<void> {
   }
   if (view.paused || view.ended) frames.push({ type: "story_status", status: view.ended ? "ended" : "paused" });
   frames.forEach((frame) => story.apply(frame));
+  follow(view.program_stream ?? null);
+}
+
+/** Plays the room's program while its story runs, `home` otherwise: one
+ * WebRTC session for the whole show while scenes change under it. */
+function follow(program: string | null): void {
+  const wanted = followsProgram && program ? program : home;
+  if (wanted === stream) return;
+  stream = wanted;
+  say(wanted === home ? "The show is over: back to the stream." : "The show is on.");
+  void watch();
 }
 void watch();
 void loadGifts(session);
@@ -174,7 +191,7 @@ async function learnCreator(): Promise<void> {
     const { streams } = await api<{ streams: { stream: string; publisher_user_id: string }[] }>(
       `/v1/rooms/${encodeURIComponent(room)}/streams`,
     );
-    creator = streams.find((s) => s.stream === stream)?.publisher_user_id || creator;
+    creator = streams.find((s) => s.stream === home)?.publisher_user_id || creator;
   } catch {
     // Kept as it was: a stream_started frame tells it too.
   }
@@ -243,14 +260,16 @@ function onFrame(frame: Frame): void {
       say(explain(new ApiError(400, frame.code, frame.message, frame)), "error");
       break;
     case "stream_started":
+      if (frame.stream === home && !param("to")) creator = frame.publisher_user_id || creator;
       if (frame.stream === stream) {
-        if (!param("to")) creator = frame.publisher_user_id || creator;
         say("The stream is live.");
         void watch();
       }
       break;
     case "stream_ended":
-      if (frame.stream === stream) {
+      if (frame.stream === stream && stream !== home) {
+        follow(null);
+      } else if (frame.stream === stream) {
         stopPlayback();
         $("playback").textContent = "ended";
         say("The stream ended.");
@@ -267,6 +286,10 @@ function onFrame(frame: Frame): void {
       showLeaderboard($("leaderboard"), frame.entries);
       break;
     case "scene":
+      story.apply(frame);
+      // A story started (or goes on): play its program.
+      if (followsProgram && stream === home) void showStory();
+      break;
     case "vote_open":
     case "vote_tally":
     case "vote_closed":
