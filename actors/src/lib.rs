@@ -39,6 +39,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod hub;
+pub mod motion;
 pub mod program;
 pub mod recording;
 pub mod relay;
@@ -51,6 +52,7 @@ pub mod vod;
 pub use config::{ActorsConfig, DanmakuConfig};
 pub use engine::{Actors, EngineSupervisor};
 pub use hub::{Broadcast, RoomHub, SessionTx};
+pub use motion::MotionLog;
 pub use program::{Programs, ProgramsConfig};
 pub use recording::{LiveRecordings, RecordingConfig};
 pub use room::{

@@ -167,6 +167,14 @@ impl Engine {
             recordings_root,
             url_key: gateway::url_signing_key(&admin_key),
             programs: Some(programs),
+            motion: Some(
+                actors::MotionLog::start(config.data_dir.join("motion")).with_context(|| {
+                    format!(
+                        "cannot write avatar motion under {}",
+                        config.data_dir.display()
+                    )
+                })?,
+            ),
         };
         if let Some(addr) = config.avatar.vmc_udp_addr {
             let socket = tokio::net::UdpSocket::bind(addr)

@@ -154,3 +154,69 @@ async fn motion_over_udp_goes_to_the_configured_room() {
     );
     t.shutdown().await;
 }
+
+/// Motion during a recording replays with its VOD: the frames a viewer got
+/// live come back from `/v1/vod/{id}/avatar`, placed by offset from the
+/// recording's start, beginning with a whole pose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn motion_during_a_recording_replays_with_its_vod() {
+    let t = common::recording::transcoding_engine(|_| {}).await;
+    t.create_room("r1").await;
+    let host = t.token("host", "r1", &["publish"]).await;
+    let publisher = common::recording::publish(&t, "/whip/r1/main", &host).await;
+    let viewer = t.token("viewer", "r1", &["subscribe"]).await;
+    let recording = common::recording::live_hls(&t, "main", &viewer, None).await["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut watcher = t.chatter("watcher", "r1").await;
+    let avatar_url = format!("{}/avatar", t.ws_url("r1").trim_end_matches("/ws"));
+    let (mut source, _) = tokio_tungstenite::connect_async(format!("{avatar_url}?token={host}"))
+        .await
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for n in 0..100 {
+            source.send(Message::binary(pose(n as f32))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        source
+    });
+    let live = motion_frames(&mut watcher, Duration::from_millis(2_500)).await;
+    let _source = sender.await.unwrap();
+    common::recording::unpublish(&t, publisher, "/whip/r1/main", &host).await;
+    let vod = common::recording::ready_vod(&t, &recording, &viewer).await;
+    assert_eq!(vod["avatar_segments"], 1, "{vod}");
+
+    let segment = t
+        .get_json_as(&format!("/v1/vod/{recording}/avatar?segment=0"), &viewer)
+        .await;
+    let frames = segment["frames"].as_array().unwrap();
+    assert_eq!(
+        frames.len(),
+        live.len(),
+        "every frame viewers got live: {segment}"
+    );
+    assert_eq!(frames[0]["full"], true, "it starts with a whole pose");
+    let origin = vod["started_at_ms"].as_u64().unwrap();
+    for (replayed, live) in frames.iter().zip(&live) {
+        assert_eq!(replayed["offset_ms"].as_u64().unwrap(), live.at_ms - origin);
+        assert_eq!(
+            replayed["bones"].as_array().unwrap().len(),
+            live.bones.len()
+        );
+    }
+    let duration = vod["duration_ms"].as_u64().unwrap();
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["offset_ms"].as_u64().unwrap() <= duration + 1_000)
+    );
+    let past_the_end = t
+        .get_json_as(&format!("/v1/vod/{recording}/avatar?segment=5"), &viewer)
+        .await;
+    assert_eq!(
+        past_the_end["error"]["code"], "bad_request",
+        "{past_the_end}"
+    );
+    t.shutdown().await;
+}

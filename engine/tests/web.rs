@@ -332,7 +332,8 @@ fn replayed(value: &Value) -> Vec<(String, u64, u64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_its_danmaku() {
+async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_its_danmaku_and_avatar()
+ {
     let dist = web_dist();
     let t = common::recording::transcoding_engine(|c| c.web_dir = dist).await;
     t.create_room("r1").await;
@@ -359,7 +360,22 @@ async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_it
     assert!(contains("WebRTC failed")(&said), "{said}");
     bob.quit().await;
 
-    // Three comments a second apart while the stream is recorded.
+    // Three comments a second apart while the stream is recorded, and
+    // the virtual host moving all along.
+    let avatar_url = format!("{}/avatar", t.ws_url("r1").trim_end_matches("/ws"));
+    let (mut tracker, _) =
+        tokio_tungstenite::connect_async(format!("{avatar_url}?token={publish_token}"))
+            .await
+            .unwrap();
+    let moving = tokio::spawn(async move {
+        for _ in 0..60 {
+            let pose = tokio_tungstenite::tungstenite::Message::binary(vmc_pose());
+            futures_util::SinkExt::send(&mut tracker, pose)
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
     let mut chat = common::Client::connect(&t.ws_url("r1"), &viewer_token, None).await;
     for (index, text) in ["first", "second", "third"].into_iter().enumerate() {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -367,6 +383,7 @@ async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_it
     }
     assert_eq!(chat.next_items(3).await.len(), 3);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    moving.await.unwrap();
     common::recording::unpublish(&t, publisher, "/whip/r1/main", &publish_token).await;
     common::recording::ready_vod(&t, &recording, &viewer_token).await;
     let stored = t
@@ -408,6 +425,15 @@ async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_it
         );
     }
 
+    // The host's recorded motion plays with it.
+    ann.wait_until(
+        "vod-avatar",
+        "the recorded avatar moves with the playback",
+        "const c = document.getElementById('avatar');
+         return c.classList.contains('hidden') ? 0 : Number(c.dataset.bones || 0);",
+        |v| v.as_u64() == Some(3),
+    )
+    .await;
     assert_usable(&ann, "recordings").await;
 
     // A seek back to just before the second: the second and third come
@@ -444,6 +470,24 @@ async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_it
     }
     ann.quit().await;
     t.shutdown().await;
+}
+
+/// A VMC bundle of three bones (hips, spine, chest): what a tracking app
+/// sends for a standing figure.
+fn vmc_pose() -> Vec<u8> {
+    let bone = |name: &str, y: f32| {
+        let mut args = vec![rosc::OscType::String(name.into())];
+        args.extend([0.0, y, 0.0, 0.0, 0.0, 0.0, 1.0].map(rosc::OscType::Float));
+        rosc::OscPacket::Message(rosc::OscMessage {
+            addr: "/VMC/Ext/Bone/Pos".into(),
+            args,
+        })
+    };
+    let packet = rosc::OscPacket::Bundle(rosc::OscBundle {
+        timetag: rosc::OscTime::from((0, 1)),
+        content: vec![bone("Hips", 1.0), bone("Spine", 0.2), bone("Chest", 0.2)],
+    });
+    rosc::encoder::encode(&packet).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,21 +695,9 @@ async fn a_viewer_votes_from_the_story_panel() {
         tokio_tungstenite::connect_async(format!("{avatar_url}?token={performer}"))
             .await
             .unwrap();
-    let bone = |name: &str, y: f32| {
-        let mut args = vec![rosc::OscType::String(name.into())];
-        args.extend([0.0, y, 0.0, 0.0, 0.0, 0.0, 1.0].map(rosc::OscType::Float));
-        rosc::OscPacket::Message(rosc::OscMessage {
-            addr: "/VMC/Ext/Bone/Pos".into(),
-            args,
-        })
-    };
-    let packet = rosc::OscPacket::Bundle(rosc::OscBundle {
-        timetag: rosc::OscTime::from((0, 1)),
-        content: vec![bone("Hips", 1.0), bone("Spine", 0.2), bone("Chest", 0.2)],
-    });
     futures_util::SinkExt::send(
         &mut tracker,
-        tokio_tungstenite::tungstenite::Message::binary(rosc::encoder::encode(&packet).unwrap()),
+        tokio_tungstenite::tungstenite::Message::binary(vmc_pose()),
     )
     .await
     .unwrap();

@@ -35,12 +35,13 @@ pub async fn connect(
     check_room_id(&room_id)?;
     principal.require(Grant::Publish, &room_id)?;
     let hub = app.acquire(&room_id).await?;
+    let recorder = Recorder::of(&app, room_id);
     let tracker = app.sessions.clone();
     let shutdown = app.shutdown.clone();
     Ok(upgrade
         .max_message_size(MAX_PACKET_BYTES)
         .on_upgrade(move |socket| {
-            tracker.track_future(relay(binary_messages(socket), hub, shutdown))
+            tracker.track_future(relay(binary_messages(socket), hub, recorder, shutdown))
         }))
 }
 
@@ -89,15 +90,33 @@ pub async fn listen_udp(app: AppState, socket: UdpSocket, room_id: String) -> st
             }
         }
     });
-    relay(Box::pin(datagrams), hub, app.shutdown.clone()).await;
+    let recorder = Recorder::of(&app, room_id);
+    relay(Box::pin(datagrams), hub, recorder, app.shutdown.clone()).await;
     Ok(())
 }
 
-/// Folds packets into poses and publishes frames at the relay rate, until
-/// the source ends or the engine stops.
+/// Where a room's relayed frames are kept for VOD, when this node keeps
+/// them.
+struct Recorder {
+    log: Option<actors::MotionLog>,
+    room_id: String,
+}
+
+impl Recorder {
+    fn of(app: &AppState, room_id: String) -> Self {
+        Self {
+            log: app.motion.clone(),
+            room_id,
+        }
+    }
+}
+
+/// Folds packets into poses and publishes frames at the relay rate (each
+/// also recorded for VOD), until the source ends or the engine stops.
 async fn relay(
     mut packets: impl Stream<Item = Bytes> + Unpin,
     hub: Arc<RoomHub>,
+    recorder: Recorder,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut ingest = MotionIngest::new();
@@ -124,10 +143,11 @@ async fn relay(
         let now = actors::now_ms();
         if let Some(frame) = ingest.poll(now) {
             metrics::counter!("live_avatar_frames_total").increment(1);
-            hub.publish(Broadcast::new(
-                Frame::AvatarMotion(motion(frame, now)),
-                None,
-            ));
+            let frame = motion(frame, now);
+            if let Some(log) = &recorder.log {
+                log.append(&recorder.room_id, frame.clone());
+            }
+            hub.publish(Broadcast::new(Frame::AvatarMotion(frame), None));
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/vod", get(vod::list))
         .route("/v1/vod/{id}", get(vod::get))
         .route("/v1/vod/{id}/danmaku", get(vod::danmaku))
+        .route("/v1/vod/{id}/avatar", get(vod::avatar))
         .route(
             "/vod/signed/{expires}/{signature}/{id}/{*file}",
             get(vod::signed_file),

@@ -47,6 +47,8 @@ pub struct Vod {
     error: String,
     /// How many 6-minute danmaku segments the timeline has.
     danmaku_segments: u64,
+    /// How many 1-minute segments of avatar motion it has.
+    avatar_segments: u64,
     playlist_url: String,
     poster_url: String,
     /// When the signed URLs stop working (seconds since the epoch).
@@ -75,6 +77,7 @@ fn vod_json(app: &AppState, asset: VodAsset, expires: u64) -> Vod {
         finished_at_ms: asset.finished_ms,
         error: asset.error,
         danmaku_segments: asset.duration_ms.div_ceil(VOD_DANMAKU_SEGMENT_MS).max(1),
+        avatar_segments: asset.duration_ms.div_ceil(VOD_AVATAR_SEGMENT_MS).max(1),
         playlist_url: format!("{base}/master.m3u8"),
         poster_url: format!("{base}/poster.jpg"),
         urls_expire_at: expires,
@@ -188,15 +191,7 @@ pub async fn danmaku(
     let Query(query) = query?;
     let segment = query.segment.unwrap_or(0);
     let asset = visible_asset(&app, &principal, &id).await?;
-    let segments = asset.duration_ms.div_ceil(VOD_DANMAKU_SEGMENT_MS).max(1);
-    if u64::from(segment) >= segments && asset.status == VodStatus::Ready {
-        return Err(ApiError::bad_request(format!(
-            "segment must be 0 to {} for a recording of {} ms",
-            segments - 1,
-            asset.duration_ms
-        ))
-        .with_field("segments", segments));
-    }
+    check_segment(&asset, segment, VOD_DANMAKU_SEGMENT_MS)?;
     let placed = app.store.vod_danmaku(&id, segment).await?;
     // Copied when the recording finished; a moderator may have deleted
     // some since, and a deletion reaches the replay too.
@@ -222,6 +217,79 @@ pub async fn danmaku(
         segment,
         segment_ms: VOD_DANMAKU_SEGMENT_MS,
         items,
+    }))
+}
+
+/// A finished recording's segments end with it (a live one's grow).
+fn check_segment(asset: &VodAsset, segment: u32, segment_ms: u64) -> Result<(), ApiError> {
+    let segments = asset.duration_ms.div_ceil(segment_ms).max(1);
+    if u64::from(segment) >= segments && asset.status == VodStatus::Ready {
+        return Err(ApiError::bad_request(format!(
+            "segment must be 0 to {} for a recording of {} ms",
+            segments - 1,
+            asset.duration_ms
+        ))
+        .with_field("segments", segments));
+    }
+    Ok(())
+}
+
+/// Avatar motion is served a minute at a time: up to 3 600 frames.
+pub const VOD_AVATAR_SEGMENT_MS: u64 = 60_000;
+
+#[derive(Debug, Serialize)]
+pub struct ReplayedMotion {
+    /// Milliseconds from the start of the recording.
+    offset_ms: u64,
+    #[serde(flatten)]
+    motion: protocol::v1::AvatarMotion,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AvatarSegment {
+    vod_id: String,
+    segment: u32,
+    segment_ms: u64,
+    frames: Vec<ReplayedMotion>,
+}
+
+/// `GET /v1/vod/{id}/avatar?segment=N`: the virtual host's motion during
+/// minute N of the recording (the room's motion, whichever stream was
+/// recorded), by offset. Frames are deltas with a full pose every second:
+/// a player that seeks starts from the first `full` frame.
+pub async fn avatar(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<DanmakuQuery>, QueryRejection>,
+) -> Result<Json<AvatarSegment>, ApiError> {
+    let Query(query) = query?;
+    let segment = query.segment.unwrap_or(0);
+    let asset = visible_asset(&app, &principal, &id).await?;
+    check_segment(&asset, segment, VOD_AVATAR_SEGMENT_MS)?;
+    let origin = asset.media_origin_ms;
+    let from = origin + u64::from(segment) * VOD_AVATAR_SEGMENT_MS;
+    let frames = match app.motion.clone() {
+        Some(log) => {
+            let room = asset.room_id.clone();
+            tokio::task::spawn_blocking(move || log.read(&room, from, from + VOD_AVATAR_SEGMENT_MS))
+                .await
+                .map_err(|e| ApiError::internal(format!("reading avatar motion: {e}")))?
+                .map_err(|e| ApiError::internal(format!("reading avatar motion: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Json(AvatarSegment {
+        vod_id: id,
+        segment,
+        segment_ms: VOD_AVATAR_SEGMENT_MS,
+        frames: frames
+            .into_iter()
+            .map(|motion| ReplayedMotion {
+                offset_ms: motion.at_ms.saturating_sub(origin),
+                motion,
+            })
+            .collect(),
     }))
 }
 

@@ -1,10 +1,12 @@
 // Recordings: the room's VOD list, playback with hls.js, and danmaku
 // replayed in sync with the playhead (seek included): each comment shows
-// when the playhead passes its `offset_ms`.
+// when the playhead passes its `offset_ms`; so does each frame of the
+// virtual host's motion, drawn as it was live.
 
 import Hls from "hls.js";
 
 import { api, explain } from "../lib/api";
+import { AvatarView, type AvatarMotion } from "../lib/avatar";
 import { Overlay } from "../lib/overlay";
 import type { Danmaku } from "../lib/room";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
@@ -20,6 +22,7 @@ interface Vod {
 }
 
 type Replayed = Danmaku & { offset_ms: number };
+type ReplayedMotion = Omit<AvatarMotion, "type"> & { offset_ms: number };
 
 $("signin").innerHTML = SIGNIN_HTML;
 const session = await signedIn(["subscribe"], param("room") ?? "demo");
@@ -35,6 +38,11 @@ let current: Vod | null = null;
 const segments = new Map<number, Promise<Replayed[]>>();
 /** The playhead (ms) up to which danmaku were shown. */
 let shownUntil = 0;
+const avatar = new AvatarView($<HTMLCanvasElement>("avatar"));
+/** Motion of the recording by 1-minute segment, fetched as needed. */
+const motionSegments = new Map<number, Promise<ReplayedMotion[]>>();
+/** The playhead (ms) up to which motion was applied. */
+let movedUntil = 0;
 
 try {
   const { items } = await api<{ items: Vod[] }>(`/v1/vod?room=${encodeURIComponent(room)}`, { token: session.token });
@@ -69,8 +77,10 @@ function cell(text: string): HTMLTableCellElement {
 function open(vod: Vod): void {
   current = vod;
   segments.clear();
+  motionSegments.clear();
   overlay.clear();
   shownUntil = 0;
+  movedUntil = 0;
   hls?.destroy();
   $("now-playing").textContent = `Playing ${new Date(vod.started_at_ms).toLocaleString()}`;
   if (Hls.isSupported()) {
@@ -99,11 +109,39 @@ function danmakuOf(segment: number): Promise<Replayed[]> {
 }
 
 const SEGMENT_MS = 360_000;
+const MOTION_SEGMENT_MS = 60_000;
+/** A whole pose comes every second: a seek replays from one before. */
+const FULL_POSE_EVERY_MS = 1_000;
+
+function motionOf(segment: number): Promise<ReplayedMotion[]> {
+  if (!current) return Promise.resolve([]);
+  let fetched = motionSegments.get(segment);
+  if (!fetched) {
+    fetched = api<{ frames: ReplayedMotion[] }>(`/v1/vod/${current.id}/avatar?segment=${segment}`, { token: session.token })
+      .then((page) => page.frames)
+      .catch(() => []);
+    motionSegments.set(segment, fetched);
+  }
+  return fetched;
+}
+
+/** Applies the motion the playhead passed since the last call. */
+async function move(now: number): Promise<void> {
+  const from = movedUntil;
+  movedUntil = now;
+  if (now <= from) return;
+  for (let segment = Math.floor(from / MOTION_SEGMENT_MS); segment <= Math.floor(now / MOTION_SEGMENT_MS); segment++) {
+    for (const frame of await motionOf(segment)) {
+      if (frame.offset_ms > from && frame.offset_ms <= now) avatar.apply({ ...frame, type: "avatar_motion" });
+    }
+  }
+}
 
 /** Shows what the playhead passed since the last call. */
 async function replay(): Promise<void> {
   if (!current) return;
   const now = video.currentTime * 1000;
+  await move(now);
   const from = shownUntil;
   shownUntil = now;
   if (now <= from) return;
@@ -133,6 +171,7 @@ video.addEventListener("seeking", () => {
   // A jump: what lies between is not replayed, what comes next is.
   overlay.clear();
   shownUntil = video.currentTime * 1000;
+  movedUntil = Math.max(0, shownUntil - FULL_POSE_EVERY_MS);
 });
 $<HTMLInputElement>("danmaku-on").onchange = (event) => {
   overlay.enabled = (event.target as HTMLInputElement).checked;
