@@ -11,7 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use interactive::story::{Scene, StoryGraph};
-use sfu::{Cue, MediaPlane, Program, StreamKey, Voice};
+use protocol::v1::Caption;
+use protocol::v1::server_frame::Frame;
+use sfu::{Cue, MediaPlane, Program, Spoken, StreamKey, Voice};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::hub::{Broadcast, RoomHub};
 
 /// What programs need and where they find it.
 #[derive(Clone)]
@@ -103,8 +108,9 @@ impl Programs {
     /// Shows `scene` in `room`'s program, starting the program if it has
     /// none. A clip plays from its start (looping); a live scene shows the
     /// room's stream from its next keyframe, or as soon as it goes live.
-    /// The scene already showing is left alone.
-    pub async fn show(&self, room: &str, scene: &Scene, owner: &str) {
+    /// The scene already showing is left alone. The lines a program speaks
+    /// go to the room's viewers as captions, timed with the sound.
+    pub async fn show(&self, room: &str, scene: &Scene, owner: &str, hub: &Arc<RoomHub>) {
         if self.showing(room) == Some(scene.clone()) {
             return;
         }
@@ -121,8 +127,9 @@ impl Programs {
                 )
                 .await
             {
-                Ok(program) => {
+                Ok((program, spoken)) => {
                     tracing::info!(%room, stream = %self.config.stream, "program started");
+                    tokio::spawn(caption(spoken, self.config.stream.clone(), hub.clone()));
                     self.lock().insert(
                         room.to_owned(),
                         Running {
@@ -182,5 +189,22 @@ impl Programs {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Each line the program speaks, as a caption of its stream (until the
+/// program ends).
+async fn caption(mut spoken: UnboundedReceiver<Spoken>, stream: String, hub: Arc<RoomHub>) {
+    while let Some(line) = spoken.recv().await {
+        let frame = Frame::Caption(Caption {
+            stream: stream.clone(),
+            lang: line.lang,
+            start_ms: line.start_ms,
+            end_ms: line.end_ms,
+            text: line.text,
+            r#final: true,
+            source: "host".into(),
+        });
+        hub.publish(Broadcast::new(frame, None));
     }
 }

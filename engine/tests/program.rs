@@ -115,6 +115,7 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
     for i in 0..50 {
         voters.push(t.chatter(&format!("fan{i}"), "r1").await);
     }
+    let mut listener = t.chatter("listener", "r1").await;
     let camera = go_live(&t).await;
     let (status, view) = t
         .post_json(
@@ -164,6 +165,22 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
             _ => continue,
         }
     };
+    // Meanwhile the host's spoken lines came as captions of the program.
+    let mut captions = Vec::new();
+    while let Some(frame) = listener.next_leaf_within(Duration::from_millis(200)).await {
+        if let Frame::Caption(caption) = frame {
+            captions.push(caption);
+        }
+    }
+    let asked = captions
+        .iter()
+        .find(|c| c.text == "Vote now: which colour do we reveal first?")
+        .unwrap_or_else(|| panic!("the vote's host line as a caption: {captions:?}"));
+    assert_eq!(
+        (asked.stream.as_str(), asked.source.as_str(), asked.r#final),
+        ("program", "host", true)
+    );
+    assert!(asked.end_ms > asked.start_ms + 500, "{asked:?}");
     let closed_at = Instant::now();
     assert_eq!((closed.winner.as_str(), closed.voters), ("aurora", 50));
 

@@ -687,6 +687,13 @@ async fn a_viewer_votes_from_the_story_panel() {
         |v| *v == json!([480, 270, "webrtc"]),
     )
     .await;
+    ann.wait_until(
+        "story-caption",
+        "the host's line shows as a caption over the program",
+        "return document.getElementById('caption').dataset.last || null;",
+        |v| v == "Left it is.",
+    )
+    .await;
 
     // The host's tracker sends VMC: the avatar appears with its bones.
     let performer = t.token("host", "r1", &["publish"]).await;

@@ -38,7 +38,7 @@ pub use error::SfuError;
 pub use layer::{LayerChoice, Layers};
 pub use peer::{PeerId, Role};
 pub use plane::{Limits, MediaEvent, MediaPlane, MediaSession};
-pub use program::{Cue, Program, Voice};
+pub use program::{Cue, Program, Spoken, Voice};
 pub use rendition::{Feed, RenditionLayer};
 pub use router::{
     IngestFrame, KEYFRAME_REQUEST_INTERVAL, LocalFrame, Router, RouterConfig, SfuEvent, StreamInfo,

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::layer::LayerChoice;
 use crate::meter::Meter;
-use crate::program::{Program, ProgramJob, Voice};
+use crate::program::{Program, ProgramJob, Spoken, Voice};
 use crate::transcode::{FromWorker, Job, Slots, TAP_CAPACITY, Tap};
 use crate::{
     IngestFrame, PeerId, Role, Router, RouterConfig, SfuError, SfuEvent, StreamInfo, StreamKey,
@@ -308,7 +308,8 @@ impl MediaPlane {
 
     /// Starts a room's program on `stream`: a stream the engine publishes
     /// itself, played by a thread of its own until the returned handle is
-    /// dropped (see [`crate::program`]). Viewers subscribe to it like to
+    /// dropped (see [`crate::program`]), and the host lines it speaks, as
+    /// they are heard. Viewers subscribe to it like to
     /// any stream. A program already on `stream` is replaced; a WebRTC
     /// publisher there makes it [`SfuError::StreamLive`].
     pub async fn program(
@@ -317,8 +318,9 @@ impl MediaPlane {
         owner: String,
         voice: Option<Voice>,
         encoder: String,
-    ) -> Result<Program, SfuError> {
+    ) -> Result<(Program, mpsc::UnboundedReceiver<Spoken>), SfuError> {
         let (cues_tx, cues) = std::sync::mpsc::channel();
+        let (spoken_tx, spoken) = mpsc::unbounded_channel();
         let key = stream.clone();
         let source = self
             .ask(|reply| Command::StartProgram {
@@ -334,6 +336,7 @@ impl MediaPlane {
             voice,
             encoder,
             back: self.renditions.clone(),
+            spoken: spoken_tx,
         };
         let spawned = std::thread::Builder::new()
             .name(format!("program-{}", stream.room))
@@ -345,7 +348,7 @@ impl MediaPlane {
                 .await;
             return Err(SfuError::Unavailable);
         }
-        Ok(Program { cues: cues_tx })
+        Ok((Program { cues: cues_tx }, spoken))
     }
 
     /// A queue of `source`'s frames (from its next keyframe, and whenever

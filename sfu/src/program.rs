@@ -110,6 +110,17 @@ pub enum Cue {
     Say(String),
 }
 
+/// A host line as it is heard: when it starts and ends in the program's
+/// sound (wall clock, ms since the epoch), for captions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spoken {
+    pub text: String,
+    /// The voice's language.
+    pub lang: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
 /// The owner's handle: dropping it ends the program, and with it its
 /// viewers' sessions.
 pub struct Program {
@@ -132,6 +143,8 @@ pub(crate) struct ProgramJob {
     /// The H.264 encoder live VP8 scenes are turned into H.264 with.
     pub encoder: String,
     pub back: mpsc::Sender<FromWorker>,
+    /// Where spoken lines are told, timed.
+    pub spoken: mpsc::UnboundedSender<Spoken>,
 }
 
 impl ProgramJob {
@@ -155,6 +168,7 @@ impl ProgramJob {
             voice,
             encoder: h264_encoder,
             back,
+            spoken,
         } = self;
         let mut encoder = OpusEncoder::open(OPUS_BITRATE_BPS)
             .inspect_err(|error| {
@@ -180,8 +194,15 @@ impl ProgramJob {
         loop {
             let now = Instant::now();
             if let Some(speech) = &speech {
-                while let Ok(pcm) = speech.lines.try_recv() {
-                    state.queue_speech(pcm);
+                while let Ok((text, pcm)) = speech.lines.try_recv() {
+                    let (wait, length) = state.queue_speech(pcm);
+                    let start_ms = wall_ms() + wait.as_millis() as u64;
+                    let _ = spoken.send(Spoken {
+                        text,
+                        lang: speech.lang.clone(),
+                        start_ms,
+                        end_ms: start_ms + length.as_millis() as u64,
+                    });
                 }
             }
             let live = state.live_video(now);
@@ -421,10 +442,14 @@ impl Playout {
         }
     }
 
-    fn queue_speech(&mut self, pcm: Vec<i16>) {
+    /// Queues a spoken line after those waiting; returns how long until
+    /// it is heard and how long it lasts.
+    fn queue_speech(&mut self, pcm: Vec<i16>) -> (Duration, Duration) {
+        let (wait, length) = (sound_length(self.speech.len()), sound_length(pcm.len()));
         self.speech.extend(pcm);
         let over = self.speech.len().saturating_sub(MAX_SPEECH_QUEUE);
         self.speech.drain(..over);
+        (wait, length)
     }
 
     /// The next video frame whose time has come, if any.
@@ -602,6 +627,17 @@ impl Playout {
     }
 }
 
+/// How long `samples` interleaved stereo samples at 48 kHz play.
+fn sound_length(samples: usize) -> Duration {
+    Duration::from_micros((samples / 2) as u64 * 1_000_000 / u64::from(OPUS_SAMPLE_RATE))
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Program time in the video clock (90 kHz).
 fn ticks(at: Duration) -> u64 {
     (at.as_micros() * 9 / 100) as u64
@@ -629,13 +665,16 @@ fn open(path: &Path, base: Duration) -> Option<Playing> {
 /// milliseconds, which the program's pacing must not wait for.
 struct VoiceThread {
     texts: Sender<String>,
-    lines: Receiver<Vec<i16>>,
+    /// Each line with its sound.
+    lines: Receiver<(String, Vec<i16>)>,
+    lang: String,
 }
 
 impl VoiceThread {
     fn spawn(voice: Voice) -> Self {
         let (texts, inbox) = std::sync::mpsc::channel::<String>();
         let (outbox, lines) = std::sync::mpsc::channel();
+        let lang = voice.voice.clone();
         let spawned = std::thread::Builder::new()
             .name("program-voice".into())
             .spawn(move || {
@@ -643,7 +682,7 @@ impl VoiceThread {
                     match voice.speak(&text) {
                         Ok(pcm) => {
                             metrics::counter!("live_program_voice_lines_total").increment(1);
-                            if outbox.send(pcm).is_err() {
+                            if outbox.send((text, pcm)).is_err() {
                                 return;
                             }
                         }
@@ -658,7 +697,7 @@ impl VoiceThread {
         if let Err(error) = spawned {
             tracing::warn!(%error, "no voice thread; host lines stay text");
         }
-        Self { texts, lines }
+        Self { texts, lines, lang }
     }
 
     fn say(&self, text: String) {

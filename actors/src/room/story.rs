@@ -291,7 +291,7 @@ impl RoomStory {
     pub async fn publish(
         &mut self,
         room_id: &str,
-        hub: &RoomHub,
+        hub: &Arc<RoomHub>,
         store: &dyn Store,
         now_ms: u64,
     ) -> Result<(), storage::StoreError> {
@@ -322,7 +322,7 @@ impl RoomStory {
         if let Some(programs) = &self.programs {
             for cue in self.cues.drain(..) {
                 match cue {
-                    ProgramCue::Show(scene) => programs.show(room_id, &scene, &graph.id).await,
+                    ProgramCue::Show(scene) => programs.show(room_id, &scene, &graph.id, hub).await,
                     ProgramCue::Say(text) => programs.say(room_id, &text),
                 }
             }

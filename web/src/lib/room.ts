@@ -56,7 +56,20 @@ export type Frame =
   | { type: "gift_receipt"; idempotency_key: string; id: string; balance: number; replayed?: boolean }
   | { type: "leaderboard"; entries: { user_id: string; coins: number }[] }
   | { type: "gift_goal"; target: number; coins: number; reached?: boolean }
-  | { type: "pong"; nonce?: string };
+  | { type: "pong"; nonce?: string }
+  | Caption;
+
+/** A line of what is said on a stream, timed with its sound (wall-clock ms). */
+export interface Caption {
+  type: "caption";
+  stream: string;
+  lang: string;
+  start_ms: number;
+  end_ms: number;
+  text: string;
+  final?: boolean;
+  source: string;
+}
 
 export type Connection = "connecting" | "open" | "reconnecting" | "closed";
 

@@ -6,7 +6,7 @@ import Hls from "hls.js";
 
 import { api, ApiError, explain } from "../lib/api";
 import { Overlay, type Mode } from "../lib/overlay";
-import { RoomSocket, type Frame } from "../lib/room";
+import { RoomSocket, type Caption, type Frame } from "../lib/room";
 import type { Session } from "../lib/session";
 import { SIGNIN_HTML, signedIn } from "../lib/signin";
 import { AvatarView } from "../lib/avatar";
@@ -306,6 +306,9 @@ function onFrame(frame: Frame): void {
       story.apply(frame);
       feedLine(chat, `Host → ${frame.reply_to_user ?? "all"}: ${frame.text}`);
       break;
+    case "caption":
+      if (frame.stream === stream) showCaption(frame);
+      break;
     case "room_closed":
       stopPlayback();
       say(`The room closed: ${frame.reason}`);
@@ -313,6 +316,25 @@ function onFrame(frame: Frame): void {
     default:
       break;
   }
+}
+
+/** Shows a caption while its sound plays. Its times are the engine's
+ * clock: a viewer's clock far off it (or a line long gone) shows it now,
+ * for as long as it lasts. */
+function showCaption(line: Caption): void {
+  const box = $("caption");
+  let delay = line.start_ms - Date.now();
+  if (delay < 0 || delay > 60_000) delay = 0;
+  const length = Math.max(1_000, line.end_ms - line.start_ms);
+  setTimeout(() => {
+    box.textContent = line.text;
+    box.lang = line.lang;
+    box.dataset.last = line.text;
+    box.classList.remove("hidden");
+  }, delay);
+  setTimeout(() => {
+    if (box.textContent === line.text) box.classList.add("hidden");
+  }, delay + length);
 }
 
 $("send-form").onsubmit = (event) => {
