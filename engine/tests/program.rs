@@ -82,6 +82,47 @@ async fn go_live(t: &TestEngine) -> Publisher {
     publisher
 }
 
+/// CPU time so far of this process's threads whose name starts with
+/// `prefix` (`/proc/self/task/*/{comm,stat}`, utime + stime).
+fn threads_cpu(prefix: &str) -> Duration {
+    let ticks: u64 = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with(prefix))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .map(|stat| {
+            // After the command's closing parenthesis: fields 3.. (utime
+            // and stime are fields 14 and 15).
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        })
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// The share of one core `prefix`'s threads use over `window`.
+async fn cpu_share(prefix: &str, window: Duration) -> f64 {
+    let before = threads_cpu(prefix);
+    tokio::time::sleep(window).await;
+    (threads_cpu(prefix) - before).as_secs_f64() / window.as_secs_f64()
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 async fn next_vote_frame(client: &mut Client) -> Frame {
     loop {
         match client.next_leaf().await {
@@ -107,6 +148,13 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
         .await
         .unwrap_or_else(|_| panic!("the intro reaches the viewer: {}", stats.summary()));
     let voice_lines = t.metric("live_program_voice_lines_total").await;
+    // What playing a clip costs (demux, the sound's decode, mix and Opus
+    // encode), printed for docs/benchmarks.md, not judged here.
+    let clip_cpu = cpu_share("program-r1", Duration::from_secs(3)).await;
+    println!(
+        "program thread, clip scene: {:.1} % of a core",
+        clip_cpu * 100.0
+    );
 
     // 50 viewers in the room; the host goes live and the operator moves
     // on to the vote, whose scene is the host's camera: the viewer sees it
@@ -137,13 +185,26 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
         "cut to the live scene -> its first picture decoded: {:?}",
         cut.elapsed()
     );
-    let mut window = 0;
+    let live_cpu = cpu_share("program-r1", Duration::from_secs(3)).await;
+    println!(
+        "program thread, live VP8 400x224 scene: {:.1} % of a core",
+        live_cpu * 100.0
+    );
+    let (mut window, mut closes_ms) = (0, 0);
     for voter in &mut voters {
         let Frame::VoteOpen(open) = next_vote_frame(voter).await else {
             panic!("every viewer sees the vote open");
         };
-        window = open.window;
+        (window, closes_ms) = (open.window, open.closes_ms);
     }
+    // When (wall clock) the viewer first decodes the winning clip (320x180).
+    let watched = stats.clone();
+    let switched = tokio::spawn(async move {
+        while watched.dimensions() != (320, 180) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        wall_ms()
+    });
     // 30 for aurora, 20 for midnight; each gets its receipt.
     for (i, voter) in voters.iter_mut().enumerate() {
         let option = if i < 30 { "aurora" } else { "midnight" };
@@ -181,22 +242,19 @@ async fn the_brand_launch_switches_a_viewer_to_the_winning_clip_within_two_secon
         ("program", "host", true)
     );
     assert!(asked.end_ms > asked.start_ms + 500, "{asked:?}");
-    let closed_at = Instant::now();
     assert_eq!((closed.winner.as_str(), closed.voters), ("aurora", 50));
 
     // The viewer's picture becomes the winning clip's (320x180) in the
-    // same WHEP session, decoded without an error.
+    // same WHEP session, decoded without an error, within 2 s of the
+    // window's close (both on this machine's wall clock).
     let decoded_before = SubscriberStats::get(&stats.decoded_frames);
-    wait_for(|| stats.dimensions() == (320, 180), Duration::from_secs(2))
+    let switched_ms = tokio::time::timeout(Duration::from_secs(5), switched)
         .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the winning clip is decoded within 2 s of the close: {}",
-                stats.summary()
-            )
-        });
-    let switched = closed_at.elapsed();
-    println!("vote closed -> winning clip decoded by the viewer: {switched:?}");
+        .unwrap_or_else(|_| panic!("the winning clip is decoded: {}", stats.summary()))
+        .unwrap();
+    let latency = switched_ms.saturating_sub(closes_ms);
+    println!("vote closed -> winning clip decoded by the viewer: {latency} ms");
+    assert!(latency <= 2_000, "decoded {latency} ms after the close");
     assert!(!stats.disconnected());
     assert_eq!(
         viewer.location(),
@@ -314,5 +372,34 @@ async fn what_a_program_cannot_play_is_refused_by_name() {
                 .contains("must be a file name in the clips directory")),
         "{body}"
     );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_room_ends_its_program() {
+    let t = TestEngine::start_with(|c| c.story.clips_dir = demo_clips()).await;
+    start_brand_launch(&t).await;
+    let listed = || async {
+        let streams = t.get_json("/v1/rooms/r1/streams").await;
+        streams["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "program")
+    };
+    let deadline = Instant::now() + WAIT;
+    while !listed().await {
+        assert!(
+            Instant::now() < deadline,
+            "the program is listed among the room's streams"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(t.delete("/v1/rooms/r1", ADMIN_KEY).await, 204);
+    let deadline = Instant::now() + WAIT;
+    while t.metric("live_programs_active").await != Some(0.0) {
+        assert!(Instant::now() < deadline, "the program ends with its room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     t.shutdown().await;
 }

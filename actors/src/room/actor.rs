@@ -527,6 +527,7 @@ impl RoomState {
                 None,
             ));
             self.hub.close(HubClosed::RoomClosed);
+            self.story.room_closed();
             let _ = reply.send(());
             myself.stop(Some("room closed".into()));
         }

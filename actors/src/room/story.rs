@@ -237,6 +237,13 @@ impl RoomStory {
         })
     }
 
+    /// The room closed: its program ends with it (the run stays stored).
+    pub fn room_closed(&mut self) {
+        if let Some(programs) = &self.programs {
+            programs.stop(&self.room_id);
+        }
+    }
+
     /// A viewer's vote: refused at once, or counted and answered after the
     /// write that holds it.
     pub fn vote(&mut self, user_id: &str, input: &CastVote, sender: SessionTx, now_ms: u64) {
