@@ -18,13 +18,23 @@ fn demo_clips(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn ffmpeg(args: &[&str]) {
+/// A second of test pattern encoded by the ffmpeg CLI with `codec` options.
+fn one_second(out: &Path, codec: &[&str]) {
     let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y"])
-        .args(args)
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=160x90:r=10:d=1",
+        ])
+        .args(codec)
+        .arg(out)
         .status()
         .expect("the ffmpeg CLI runs");
-    assert!(status.success(), "ffmpeg {args:?}");
+    assert!(status.success(), "ffmpeg {codec:?}");
 }
 
 #[test]
@@ -77,32 +87,15 @@ fn a_demo_clip_reads_as_decodable_annex_b_and_48k_stereo_audio() {
 fn clips_a_webrtc_viewer_could_not_play_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let vp8 = dir.path().join("vp8.webm");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=s=160x90:r=10:d=1",
-        "-c:v",
-        "libvpx",
-        vp8.to_str().unwrap(),
-    ]);
+    one_second(&vp8, &["-c:v", "libvpx"]);
     let error = probe(&vp8).unwrap_err().to_string();
     assert!(error.contains("must be H.264"), "{error}");
 
     let b_frames = dir.path().join("b.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=s=160x90:r=10:d=1",
-        "-c:v",
-        "libx264",
-        "-profile:v",
-        "main",
-        "-bf",
-        "2",
-        b_frames.to_str().unwrap(),
-    ]);
+    one_second(
+        &b_frames,
+        &["-c:v", "libx264", "-profile:v", "main", "-bf", "2"],
+    );
     let error = probe(&b_frames).unwrap_err().to_string();
     assert!(error.contains("B-frames"), "{error}");
 

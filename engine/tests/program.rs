@@ -27,8 +27,8 @@ fn brand_launch() -> Value {
     serde_json::from_str(&sample).unwrap()
 }
 
-/// Uploads the sample and starts it in `r1`; returns the operator's token.
-async fn start_brand_launch(t: &TestEngine) -> String {
+/// Room `r1` with the sample uploaded; returns an operator's token.
+async fn upload_brand_launch(t: &TestEngine) -> String {
     t.create_room("r1").await;
     assert_eq!(
         t.post_json("/v1/stories", ADMIN_KEY, &brand_launch())
@@ -36,9 +36,19 @@ async fn start_brand_launch(t: &TestEngine) -> String {
             .0,
         201
     );
-    let operator = t.token("op", "r1", &["moderate"]).await;
-    let start = json!({ "graph_id": "brand-launch", "version": 1 });
-    let (status, view) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
+    t.token("op", "r1", &["moderate"]).await
+}
+
+/// `POST /v1/rooms/r1/story` for the sample's `version`.
+async fn start_run(t: &TestEngine, operator: &str, version: u32) -> (u16, Value) {
+    let start = json!({ "graph_id": "brand-launch", "version": version });
+    t.post_json("/v1/rooms/r1/story", operator, &start).await
+}
+
+/// Uploads the sample and starts it in `r1`; returns the operator's token.
+async fn start_brand_launch(t: &TestEngine) -> String {
+    let operator = upload_brand_launch(t).await;
+    let (status, view) = start_run(t, &operator, 1).await;
     assert_eq!(status, 201, "{view}");
     operator
 }
@@ -321,16 +331,8 @@ async fn what_a_program_cannot_play_is_refused_by_name() {
     std::fs::write(clips.path().join("intro.mp4"), "not a video").unwrap();
     let dir = clips.path().to_owned();
     let t = TestEngine::start_with(|c| c.story.clips_dir = dir).await;
-    t.create_room("r1").await;
-    assert_eq!(
-        t.post_json("/v1/stories", ADMIN_KEY, &brand_launch())
-            .await
-            .0,
-        201
-    );
-    let operator = t.token("op", "r1", &["moderate"]).await;
-    let start = json!({ "graph_id": "brand-launch", "version": 1 });
-    let (status, body) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
+    let operator = upload_brand_launch(&t).await;
+    let (status, body) = start_run(&t, &operator, 1).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (422, &json!("clips_unplayable")),
@@ -359,8 +361,7 @@ async fn what_a_program_cannot_play_is_refused_by_name() {
     escape["version"] = json!(2);
     escape["nodes"][0]["scene"] = json!({"clip": "../admin.key"});
     assert_eq!(t.post_json("/v1/stories", ADMIN_KEY, &escape).await.0, 201);
-    let start = json!({ "graph_id": "brand-launch", "version": 2 });
-    let (_, body) = t.post_json("/v1/rooms/r1/story", &operator, &start).await;
+    let (_, body) = start_run(&t, &operator, 2).await;
     assert!(
         body["error"]["problems"]
             .as_array()

@@ -426,12 +426,10 @@ async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_it
     }
 
     // The host's recorded motion plays with it.
-    ann.wait_until(
+    avatar_drawn(
+        &ann,
         "vod-avatar",
         "the recorded avatar moves with the playback",
-        "const c = document.getElementById('avatar');
-         return c.classList.contains('hidden') ? 0 : Number(c.dataset.bones || 0);",
-        |v| v.as_u64() == Some(3),
     )
     .await;
     assert_usable(&ann, "recordings").await;
@@ -470,6 +468,19 @@ async fn hls_carries_the_live_stream_without_webrtc_and_the_recording_replays_it
     }
     ann.quit().await;
     t.shutdown().await;
+}
+
+/// Waits until the page's avatar canvas shows the three bones of
+/// [`vmc_pose`].
+async fn avatar_drawn(page: &Browser, name: &str, what: &str) {
+    page.wait_until(
+        name,
+        what,
+        "const c = document.getElementById('avatar');
+         return c.classList.contains('hidden') ? 0 : Number(c.dataset.bones || 0);",
+        |v| v.as_u64() == Some(3),
+    )
+    .await;
 }
 
 /// A VMC bundle of three bones (hips, spine, chest): what a tracking app
@@ -708,14 +719,7 @@ async fn a_viewer_votes_from_the_story_panel() {
     )
     .await
     .unwrap();
-    ann.wait_until(
-        "avatar",
-        "the avatar appears with its bones",
-        "const c = document.getElementById('avatar');
-         return c.classList.contains('hidden') ? 0 : Number(c.dataset.bones || 0);",
-        |v| v.as_u64() == Some(3),
-    )
-    .await;
+    avatar_drawn(&ann, "avatar", "the avatar appears with its bones").await;
     assert_usable(&ann, "watch with an avatar").await;
     ann.quit().await;
     t.shutdown().await;

@@ -96,34 +96,26 @@ function open(vod: Vod): void {
   void video.play().catch(() => {});
 }
 
-function danmakuOf(segment: number): Promise<Replayed[]> {
+/** One segment of a recording's `danmaku` or `avatar` replay, fetched once. */
+function segmentOf<T>(cache: Map<number, Promise<T[]>>, what: string, segment: number, list: (page: Record<string, T[]>) => T[]): Promise<T[]> {
   if (!current) return Promise.resolve([]);
-  let fetched = segments.get(segment);
+  let fetched = cache.get(segment);
   if (!fetched) {
-    fetched = api<{ items: Replayed[] }>(`/v1/vod/${current.id}/danmaku?segment=${segment}`, { token: session.token })
-      .then((page) => page.items)
+    fetched = api<Record<string, T[]>>(`/v1/vod/${current.id}/${what}?segment=${segment}`, { token: session.token })
+      .then(list)
       .catch(() => []);
-    segments.set(segment, fetched);
+    cache.set(segment, fetched);
   }
   return fetched;
 }
+
+const danmakuOf = (segment: number) => segmentOf<Replayed>(segments, "danmaku", segment, (page) => page.items);
+const motionOf = (segment: number) => segmentOf<ReplayedMotion>(motionSegments, "avatar", segment, (page) => page.frames);
 
 const SEGMENT_MS = 360_000;
 const MOTION_SEGMENT_MS = 60_000;
 /** A whole pose comes every second: a seek replays from one before. */
 const FULL_POSE_EVERY_MS = 1_000;
-
-function motionOf(segment: number): Promise<ReplayedMotion[]> {
-  if (!current) return Promise.resolve([]);
-  let fetched = motionSegments.get(segment);
-  if (!fetched) {
-    fetched = api<{ frames: ReplayedMotion[] }>(`/v1/vod/${current.id}/avatar?segment=${segment}`, { token: session.token })
-      .then((page) => page.frames)
-      .catch(() => []);
-    motionSegments.set(segment, fetched);
-  }
-  return fetched;
-}
 
 /** Applies the motion the playhead passed since the last call. */
 async function move(now: number): Promise<void> {
