@@ -14,13 +14,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use protocol::v1::AvatarMotion;
 
 const HOUR_MS: u64 = 3_600_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// A room that has sent nothing this long has its file closed.
+const IDLE: Duration = Duration::from_secs(60);
 
 enum Record {
     Frame {
@@ -103,10 +105,20 @@ fn file_of(root: &Path, room: &str, hour: u64) -> PathBuf {
     root.join(room).join(format!("{hour}.pb"))
 }
 
-/// The writer thread: one open file per room (its current hour).
+/// A room's open file: its hour, and when it was last written.
+type Open = HashMap<String, (u64, BufWriter<File>, Instant)>;
+
+/// The writer thread: one open file per room (its current hour), flushed
+/// every half second whatever the rate, closed when the room goes quiet.
 fn write_records(root: &Path, inbox: &Receiver<Record>) {
-    let mut open: HashMap<String, (u64, BufWriter<File>)> = HashMap::new();
+    let mut open: Open = HashMap::new();
+    let mut flushed = Instant::now();
     loop {
+        if flushed.elapsed() >= FLUSH_EVERY {
+            flush(&mut open);
+            open.retain(|_, (_, _, written)| written.elapsed() < IDLE);
+            flushed = Instant::now();
+        }
         match inbox.recv_timeout(FLUSH_EVERY) {
             Ok(Record::Frame { room, motion }) => {
                 let hour = motion.at_ms / HOUR_MS;
@@ -119,7 +131,7 @@ fn write_records(root: &Path, inbox: &Receiver<Record>) {
                 flush(&mut open);
                 let _ = done.send(());
             }
-            Err(RecvTimeoutError::Timeout) => flush(&mut open),
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 flush(&mut open);
                 return;
@@ -130,16 +142,16 @@ fn write_records(root: &Path, inbox: &Receiver<Record>) {
 
 fn append(
     root: &Path,
-    open: &mut HashMap<String, (u64, BufWriter<File>)>,
+    open: &mut Open,
     room: String,
     hour: u64,
     motion: &AvatarMotion,
 ) -> std::io::Result<()> {
     let stale = open
         .get(&room)
-        .is_none_or(|(open_hour, _)| *open_hour != hour);
+        .is_none_or(|(open_hour, _, _)| *open_hour != hour);
     if stale {
-        if let Some((_, mut old)) = open.remove(&room) {
+        if let Some((_, mut old, _)) = open.remove(&room) {
             old.flush()?;
         }
         let path = file_of(root, &room, hour);
@@ -147,14 +159,15 @@ fn append(
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        open.insert(room.clone(), (hour, BufWriter::new(file)));
+        open.insert(room.clone(), (hour, BufWriter::new(file), Instant::now()));
     }
-    let (_, writer) = open.get_mut(&room).expect("opened above");
+    let (_, writer, written) = open.get_mut(&room).expect("opened above");
+    *written = Instant::now();
     writer.write_all(&motion.encode_length_delimited_to_vec())
 }
 
-fn flush(open: &mut HashMap<String, (u64, BufWriter<File>)>) {
-    for (room, (_, writer)) in open.iter_mut() {
+fn flush(open: &mut Open) {
+    for (room, (_, writer, _)) in open.iter_mut() {
         if let Err(error) = writer.flush() {
             tracing::warn!(%room, %error, "avatar motion not flushed");
         }

@@ -111,6 +111,14 @@ impl Programs {
     /// The scene already showing is left alone. The lines a program speaks
     /// go to the room's viewers as captions, timed with the sound.
     pub async fn show(&self, room: &str, scene: &Scene, owner: &str, hub: &Arc<RoomHub>) {
+        let dead = self
+            .lock()
+            .get(room)
+            .is_some_and(|running| !running.program.is_alive());
+        if dead {
+            tracing::warn!(%room, "the room's program ended by itself: starting another");
+            self.lock().remove(room);
+        }
         if self.showing(room) == Some(scene.clone()) {
             return;
         }
@@ -151,7 +159,10 @@ impl Programs {
             Scene::Live(stream) => {
                 let source = StreamKey::new(room, stream.clone());
                 match self.config.media.relay(source).await {
-                    Ok(frames) => Cue::Live(frames),
+                    Ok(frames) => Cue::Live {
+                        source: StreamKey::new(room, stream.clone()),
+                        frames,
+                    },
                     Err(error) => {
                         tracing::warn!(%room, %stream, %error, "a live scene cannot be shown");
                         Cue::Hold
@@ -184,7 +195,9 @@ impl Programs {
     }
 
     pub fn is_running(&self, room: &str) -> bool {
-        self.lock().contains_key(room)
+        self.lock()
+            .get(room)
+            .is_some_and(|running| running.program.is_alive())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {

@@ -176,7 +176,8 @@ impl Actor for StreamSupervisor {
             SfuEvent::Stats(_)
             | SfuEvent::Forwarded { .. }
             | SfuEvent::Ingest(_)
-            | SfuEvent::RenditionKeyframeWanted(_) => {}
+            | SfuEvent::RenditionKeyframeWanted(_)
+            | SfuEvent::LocalKeyframeWanted(_) => {}
         }
         Ok(())
     }

@@ -180,7 +180,7 @@ impl ApertiumPipe {
 
     fn restart(&mut self) {
         let _ = self.child.start_kill();
-        match Self::spawn(std::mem::take(&mut self.command)) {
+        match Self::spawn(self.command.clone()) {
             Ok(fresh) => *self = fresh,
             Err(error) => tracing::warn!(%error, "Apertium did not restart"),
         }

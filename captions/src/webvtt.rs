@@ -38,8 +38,8 @@ pub fn timestamp(ms: u64) -> String {
 pub fn file(cues: &[Cue]) -> String {
     let mut out = String::from(HEADER);
     for cue in cues {
-        // A blank line would end the cue early; `-->` would look like a
-        // timing line.
+        // A blank line would end the cue early, `-->` would look like a
+        // timing line, and `&`, `<`, `>` are markup in a cue's text.
         let text = cue
             .text
             .lines()
@@ -47,7 +47,10 @@ pub fn file(cues: &[Cue]) -> String {
             .filter(|line| !line.is_empty())
             .collect::<Vec<_>>()
             .join("\n")
-            .replace("-->", "→");
+            .replace("-->", "→")
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         if text.is_empty() {
             continue;
         }
@@ -175,14 +178,14 @@ mod tests {
     fn a_file_has_the_header_the_timestamp_map_and_safe_cues() {
         let text = file(&[
             cue(1_500, 3_250, "Hola a todos."),
-            cue(3_661_001, 3_662_000, "line one\n\nline --> two"),
+            cue(3_661_001, 3_662_000, "line one\n\nQ&A --> <b>"),
             cue(5_000, 6_000, "  "),
         ]);
         assert_eq!(
             text,
             "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n\n\
              00:00:01.500 --> 00:00:03.250\nHola a todos.\n\n\
-             01:01:01.001 --> 01:01:02.000\nline one\nline → two\n\n"
+             01:01:01.001 --> 01:01:02.000\nline one\nQ&amp;A → &lt;b&gt;\n\n"
         );
     }
 

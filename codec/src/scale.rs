@@ -33,6 +33,11 @@ impl Scaler {
         }
     }
 
+    /// The size it scales to.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     /// Scales `input`; the result is borrowed until the next call.
     pub fn scale(&mut self, input: &RawVideo) -> Result<&mut RawVideo, CodecError> {
         let source = (input.0.format(), input.width(), input.height());

@@ -318,7 +318,8 @@ async fn pump_media_events(
             sfu::SfuEvent::Stats(_)
             | sfu::SfuEvent::Forwarded { .. }
             | sfu::SfuEvent::Ingest(_)
-            | sfu::SfuEvent::RenditionKeyframeWanted(_) => continue,
+            | sfu::SfuEvent::RenditionKeyframeWanted(_)
+            | sfu::SfuEvent::LocalKeyframeWanted(_) => continue,
         }
         if actors
             .streams()

@@ -100,6 +100,7 @@ enum Command {
     StartProgram {
         stream: StreamKey,
         owner: String,
+        keyframe_wanted: Arc<AtomicBool>,
         reply: oneshot::Sender<Result<PeerId, SfuError>>,
     },
     /// Starts copying a stream's frames into a program's queue.
@@ -321,11 +322,15 @@ impl MediaPlane {
     ) -> Result<(Program, mpsc::UnboundedReceiver<Spoken>), SfuError> {
         let (cues_tx, cues) = std::sync::mpsc::channel();
         let (spoken_tx, spoken) = mpsc::unbounded_channel();
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        let alive = Arc::new(AtomicBool::new(true));
         let key = stream.clone();
+        let flag = keyframe_wanted.clone();
         let source = self
             .ask(|reply| Command::StartProgram {
                 stream: key,
                 owner,
+                keyframe_wanted: flag,
                 reply,
             })
             .await??;
@@ -337,6 +342,8 @@ impl MediaPlane {
             encoder,
             back: self.renditions.clone(),
             spoken: spoken_tx,
+            keyframe_wanted,
+            alive: alive.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("program-{}", stream.room))
@@ -348,7 +355,11 @@ impl MediaPlane {
                 .await;
             return Err(SfuError::Unavailable);
         }
-        Ok((Program { cues: cues_tx }, spoken))
+        let program = Program {
+            cues: cues_tx,
+            alive,
+        };
+        Ok((program, spoken))
     }
 
     /// A queue of `source`'s frames (from its next keyframe, and whenever
@@ -410,6 +421,8 @@ async fn run(
     let mut sessions: HashMap<String, MediaSession> = HashMap::new();
     let mut taps: HashMap<StreamKey, Tap> = HashMap::new();
     let mut relays: HashMap<StreamKey, Vec<Tap>> = HashMap::new();
+    // Each program's flag for its viewers' keyframe requests.
+    let mut programs: HashMap<StreamKey, Arc<AtomicBool>> = HashMap::new();
     let mut meter = Meter::default();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -424,6 +437,10 @@ async fn run(
                             taps.insert(stream, tap);
                         }
                         let _ = reply.send(tapped);
+                    }
+                    Command::StartProgram { stream, owner, keyframe_wanted, reply } => {
+                        programs.insert(stream.clone(), keyframe_wanted);
+                        let _ = reply.send(start_program(&mut router, &mut sessions, stream, owner));
                     }
                     Command::Relay { source, tap } => {
                         router.set_copied(&source, true, Instant::now());
@@ -447,6 +464,9 @@ async fn run(
                     router.push_rendition(&stream, rendition, &data, keyframe, time, Instant::now());
                 }
                 FromWorker::Program(frame) => router.push_local(frame, Instant::now()),
+                FromWorker::SourceKeyframe(source) => {
+                    router.request_source_keyframe(&source, Instant::now());
+                }
                 FromWorker::ProgramEnded { stream, source } => {
                     router.end_local(&stream, source, Instant::now());
                 }
@@ -499,12 +519,19 @@ async fn run(
                     }
                     continue;
                 }
+                SfuEvent::LocalKeyframeWanted(stream) => {
+                    if let Some(wanted) = programs.get(stream) {
+                        wanted.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
             };
             if let SfuEvent::Closed { role, stream, .. } = &event {
                 meter.forget(peer);
                 if *role == Role::Publisher {
                     // Its transcoder sees the queue close and finishes.
                     taps.remove(stream);
+                    programs.remove(stream);
                 }
             }
             let owner = sessions
@@ -592,6 +619,31 @@ fn feed(tap: &mut Tap, router: &mut Router, frame: IngestFrame, counter: &'stati
     }
 }
 
+/// A program on `stream` (ending the one it may have), with a session like
+/// a publisher's: its owner is who the stream's events name.
+fn start_program(
+    router: &mut Router,
+    sessions: &mut HashMap<String, MediaSession>,
+    stream: StreamKey,
+    owner: String,
+) -> Result<PeerId, SfuError> {
+    let now = Instant::now();
+    if let Some(old) = router.local_source(&stream) {
+        router.end_local(&stream, old, now);
+    }
+    router.publish_local(stream.clone()).inspect(|&peer| {
+        let id = session_id();
+        let session = MediaSession {
+            id: id.clone(),
+            peer,
+            role: Role::Publisher,
+            stream,
+            owner,
+        };
+        sessions.insert(id, session);
+    })
+}
+
 /// Unguessable: 128 random bits, hex.
 fn session_id() -> String {
     let id: [u8; 16] = rand::random();
@@ -634,30 +686,9 @@ fn handle(command: Command, router: &mut Router, sessions: &mut HashMap<String, 
             });
             let _ = reply.send(result);
         }
-        Command::StartProgram {
-            stream,
-            owner,
-            reply,
-        } => {
-            if let Some(old) = router.local_source(&stream) {
-                router.end_local(&stream, old, now);
-            }
-            let started = router.publish_local(stream.clone()).inspect(|&peer| {
-                // A session like a publisher's: its owner is who the
-                // stream's events name.
-                let id = session_id();
-                sessions.insert(
-                    id.clone(),
-                    MediaSession {
-                        id,
-                        peer,
-                        role: Role::Publisher,
-                        stream,
-                        owner,
-                    },
-                );
-            });
-            let _ = reply.send(started);
+        // Handled by the run loop, which keeps the programs' flags.
+        Command::StartProgram { reply, .. } => {
+            let _ = reply.send(Err(SfuError::Unavailable));
         }
         Command::Close { session, reply } => {
             let result = match sessions.remove(&session) {

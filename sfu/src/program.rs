@@ -28,13 +28,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use codec::clip::{ClipItem, ClipReader, ClipVideo, wav_to_stereo_48k};
 use codec::{
     CodecError, EncoderSetup, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusDecoder, OpusEncoder,
-    VideoCodec, VideoDecoder, VideoEncoder, VideoEncoderConfig,
+    Scaler, VideoCodec, VideoDecoder, VideoEncoder, VideoEncoderConfig,
 };
 use str0m::format::Codec;
 use str0m::media::MediaKind;
@@ -44,12 +45,19 @@ use crate::rendition::DISCONTINUITY_TICKS;
 use crate::transcode::FromWorker;
 use crate::{IngestFrame, LocalFrame, PeerId, StreamKey};
 
-/// Video read ahead of its time: enough for the audio interleaved with it
-/// (containers put up to a second of one beside the other).
-const VIDEO_AHEAD: usize = 50;
-/// Audio queued beyond this (a clip whose audio runs ahead of its video)
-/// is dropped from the front.
-const MAX_AUDIO_QUEUE: usize = 2 * OPUS_SAMPLE_RATE as usize * 2;
+/// Video read ahead of its time: a second of it, enough for the audio
+/// interleaved with it (containers put up to a second of one beside the
+/// other), and never more frames than this.
+const VIDEO_AHEAD_US: u64 = 1_000_000;
+const VIDEO_AHEAD_MAX: usize = 120;
+/// Clip audio queued beyond this (a clip whose audio runs ahead of its
+/// video) is dropped from the front: well beyond the read-ahead.
+const MAX_AUDIO_QUEUE: usize = 4 * OPUS_SAMPLE_RATE as usize * 2;
+/// Live audio is played as it comes: a burst after a stall must not make
+/// it lag the picture for the rest of the scene.
+const LIVE_AUDIO_QUEUE: usize = OPUS_SAMPLE_RATE as usize / 5 * 2;
+/// At most one keyframe asked of a live source this often.
+const KEYFRAME_ASK_INTERVAL: Duration = Duration::from_millis(500);
 /// Speech waiting to be played, at most (a minute).
 const MAX_SPEECH_QUEUE: usize = 60 * OPUS_SAMPLE_RATE as usize * 2;
 /// The clip's sound under the host's voice.
@@ -103,7 +111,10 @@ pub enum Cue {
     Clip(PathBuf),
     /// Show a live stream: its frames as the media plane copies them
     /// ([`crate::MediaPlane::relay`]), from its next keyframe.
-    Live(Receiver<IngestFrame>),
+    Live {
+        source: StreamKey,
+        frames: Receiver<IngestFrame>,
+    },
     /// Stop the scene's picture and sound; speech goes on.
     Hold,
     /// Speak a line over what plays.
@@ -125,12 +136,18 @@ pub struct Spoken {
 /// viewers' sessions.
 pub struct Program {
     pub(crate) cues: Sender<Cue>,
+    /// Lowered when the thread ends (it panicked, or the media thread is
+    /// gone): the owner starts another.
+    pub(crate) alive: Arc<AtomicBool>,
 }
 
 impl Program {
     pub fn cue(&self, cue: Cue) {
-        // The thread only goes away with this handle.
         let _ = self.cues.send(cue);
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
     }
 }
 
@@ -145,6 +162,11 @@ pub(crate) struct ProgramJob {
     pub back: mpsc::Sender<FromWorker>,
     /// Where spoken lines are told, timed.
     pub spoken: mpsc::UnboundedSender<Spoken>,
+    /// Raised by the media thread when a viewer needs a keyframe (joined,
+    /// or lost a picture).
+    pub keyframe_wanted: Arc<AtomicBool>,
+    /// Lowered when the thread ends.
+    pub alive: Arc<AtomicBool>,
 }
 
 impl ProgramJob {
@@ -153,9 +175,11 @@ impl ProgramJob {
     pub fn run(self) {
         metrics::gauge!("live_programs_active").increment(1.0);
         let (stream, source, back) = (self.stream.clone(), self.source, self.back.clone());
+        let alive = self.alive.clone();
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.play())).is_err() {
             tracing::error!(room = %stream.room, "a program thread panicked");
         }
+        alive.store(false, Ordering::Relaxed);
         let _ = back.blocking_send(FromWorker::ProgramEnded { stream, source });
         metrics::gauge!("live_programs_active").decrement(1.0);
     }
@@ -169,6 +193,8 @@ impl ProgramJob {
             encoder: h264_encoder,
             back,
             spoken,
+            keyframe_wanted,
+            alive: _,
         } = self;
         let mut encoder = OpusEncoder::open(OPUS_BITRATE_BPS)
             .inspect_err(|error| {
@@ -206,6 +232,10 @@ impl ProgramJob {
                 }
             }
             let live = state.live_video(now);
+            let viewer_asks = keyframe_wanted.swap(false, Ordering::Relaxed);
+            if let Some(source) = state.keyframe_from_live(viewer_asks, now) {
+                let _ = back.blocking_send(FromWorker::SourceKeyframe(source));
+            }
             while let Some(video) = state.due_video(now) {
                 metrics::counter!("live_program_frames_total", "kind" => "video").increment(1);
                 if !send(MediaKind::Video, video.data, video.keyframe, video.time) {
@@ -262,7 +292,14 @@ struct Placed {
 
 /// A live stream the program shows.
 struct LiveRelay {
+    source: StreamKey,
     frames: Receiver<IngestFrame>,
+    /// Frames are skipped until a keyframe (none placed yet, or a new
+    /// timeline): one is asked of the source.
+    waiting: bool,
+    /// The next VP8 frame turned into H.264 is a keyframe (a viewer asked).
+    force_keyframe: bool,
+    last_ask: Option<Instant>,
     /// The source's video time and the program time it was placed at, and
     /// the source time of the last frame (to see a new timeline).
     anchor: Option<(u64, Duration)>,
@@ -306,10 +343,12 @@ impl LiveRelay {
 }
 
 /// Turns a live VP8 stream into H.264 at its own size (re-opened when the
-/// size changes), with the program's timestamps.
+/// size changes; an odd size, which VP8 allows and H.264 encoders refuse,
+/// scaled to the even size below it), with the program's timestamps.
 struct ToH264 {
     decoder: VideoDecoder,
     encoder: Option<VideoEncoder>,
+    scaler: Option<Scaler>,
     name: String,
 }
 
@@ -318,13 +357,29 @@ impl ToH264 {
         Ok(Self {
             decoder: VideoDecoder::open(VideoCodec::Vp8)?,
             encoder: None,
+            scaler: None,
             name: name.to_owned(),
         })
     }
 
-    fn convert(&mut self, data: &[u8], time: u64) -> Result<Vec<(Vec<u8>, bool)>, CodecError> {
+    fn convert(
+        &mut self,
+        data: &[u8],
+        time: u64,
+        force_keyframe: bool,
+    ) -> Result<Vec<(Vec<u8>, bool)>, CodecError> {
         let mut out = Vec::new();
-        for mut picture in self.decoder.decode(data)? {
+        for mut decoded in self.decoder.decode(data)? {
+            let even = (decoded.width() & !1, decoded.height() & !1);
+            let picture = if even == (decoded.width(), decoded.height()) {
+                &mut decoded
+            } else {
+                let scaler = match self.scaler.as_mut() {
+                    Some(scaler) if scaler.size() == even => scaler,
+                    _ => self.scaler.insert(Scaler::new(even.0, even.1)),
+                };
+                scaler.scale(&decoded)?
+            };
             let size = (picture.width(), picture.height());
             let stale = self
                 .encoder
@@ -350,7 +405,7 @@ impl ToH264 {
             let Some(encoder) = self.encoder.as_mut() else {
                 continue;
             };
-            for frame in encoder.encode_at(&mut picture, time as i64, stale)? {
+            for frame in encoder.encode_at(picture, time as i64, stale || force_keyframe)? {
                 out.push((frame.data, frame.keyframe));
             }
         }
@@ -425,11 +480,15 @@ impl Playout {
                 self.live = None;
                 self.scene_audio.clear();
             }
-            Cue::Live(frames) => {
+            Cue::Live { source, frames } => {
                 self.playing = None;
                 self.scene_audio.clear();
                 self.live = Some(LiveRelay {
+                    source,
                     frames,
+                    waiting: true,
+                    force_keyframe: false,
+                    last_ask: None,
                     anchor: None,
                     last_source: 0,
                     opus: None,
@@ -507,8 +566,10 @@ impl Playout {
                 continue;
             }
             let Some(at) = live.place(frame.time, frame.keyframe, now, self.last_video) else {
+                live.waiting = true;
                 continue;
             };
+            live.waiting = false;
             let converted = match frame.codec {
                 Codec::H264 => Ok(vec![(frame.data.to_vec(), frame.keyframe)]),
                 Codec::Vp8 => {
@@ -516,7 +577,8 @@ impl Playout {
                         Some(to_h264) => Ok(to_h264),
                         None => ToH264::new(&self.h264_encoder).map(|c| live.to_h264.insert(c)),
                     };
-                    to_h264.and_then(|c| c.convert(&frame.data, ticks(at)))
+                    let force = std::mem::take(&mut live.force_keyframe);
+                    to_h264.and_then(|c| c.convert(&frame.data, ticks(at), force))
                 }
                 other => Err(CodecError::Input(format!("{other:?} cannot be shown"))),
             };
@@ -537,9 +599,29 @@ impl Playout {
                 }
             }
         }
-        let over = self.scene_audio.len().saturating_sub(MAX_AUDIO_QUEUE);
+        let over = self.scene_audio.len().saturating_sub(LIVE_AUDIO_QUEUE);
         self.scene_audio.drain(..over);
         out
+    }
+
+    /// The live source to ask for a keyframe, if one is needed (a viewer
+    /// asked, or the relay waits for one) and none was asked lately. A
+    /// VP8 source's next frame is also made a keyframe here. Clips cannot
+    /// make one: their viewers wait for the clip's next.
+    fn keyframe_from_live(&mut self, viewer_asks: bool, now: Instant) -> Option<StreamKey> {
+        let live = self.live.as_mut()?;
+        if viewer_asks && live.to_h264.is_some() && !live.waiting {
+            live.force_keyframe = true;
+            return None;
+        }
+        let due = live
+            .last_ask
+            .is_none_or(|at| now.duration_since(at) >= KEYFRAME_ASK_INTERVAL);
+        if !(viewer_asks || live.waiting) || !due {
+            return None;
+        }
+        live.last_ask = Some(now);
+        Some(live.source.clone())
     }
 
     /// Reads the clip ahead: video until a few frames wait, and the audio
@@ -548,7 +630,15 @@ impl Playout {
         let Some(playing) = self.playing.as_mut() else {
             return;
         };
-        while playing.video.len() < VIDEO_AHEAD {
+        while playing.video.len() < VIDEO_AHEAD_MAX
+            && playing
+                .video
+                .front()
+                .zip(playing.video.back())
+                .is_none_or(|(first, last)| {
+                    last.time_us.saturating_sub(first.time_us) < VIDEO_AHEAD_US
+                })
+        {
             match playing.reader.read() {
                 Ok(Some(ClipItem::Video(frame))) => {
                     playing.frames_read += 1;
@@ -822,7 +912,11 @@ mod tests {
     fn a_live_source_starts_on_a_keyframe_keeps_its_spacing_and_never_goes_back() {
         let (_, frames) = std::sync::mpsc::sync_channel(1);
         let mut live = LiveRelay {
+            source: StreamKey::new("r1", "main"),
             frames,
+            waiting: true,
+            force_keyframe: false,
+            last_ask: None,
             anchor: None,
             last_source: 0,
             opus: None,
@@ -850,6 +944,74 @@ mod tests {
         let third = live.place(3_000, true, ms(11_000), Some(second)).unwrap();
         assert_eq!(third, ms(11_000));
         assert!(live.place(6_000, false, ms(11_010), Some(third)).unwrap() > third);
+    }
+
+    #[test]
+    fn keyframes_are_asked_of_a_live_source_when_needed_and_not_too_often() {
+        let start = Instant::now();
+        let mut playout = Playout::new(start);
+        let (_, frames) = std::sync::mpsc::sync_channel(1);
+        let source = StreamKey::new("r1", "main");
+        playout.cue(
+            Cue::Live {
+                source: source.clone(),
+                frames,
+            },
+            start,
+        );
+        // Waiting for the relay's first keyframe: asked at once, then at
+        // most every 500 ms.
+        assert_eq!(
+            playout.keyframe_from_live(false, start),
+            Some(source.clone())
+        );
+        let soon = start + Duration::from_millis(100);
+        assert_eq!(playout.keyframe_from_live(true, soon), None);
+        let later = start + Duration::from_millis(600);
+        assert_eq!(
+            playout.keyframe_from_live(false, later),
+            Some(source.clone())
+        );
+        // Showing a VP8 source: a viewer's request makes the next converted
+        // frame a keyframe, without asking the publisher.
+        let live = playout.live.as_mut().unwrap();
+        live.waiting = false;
+        live.to_h264 = Some(ToH264::new("libx264").unwrap());
+        let much_later = start + Duration::from_secs(5);
+        assert_eq!(playout.keyframe_from_live(true, much_later), None);
+        assert!(playout.live.as_ref().unwrap().force_keyframe);
+        // Nobody asks, nothing waits: nothing to do.
+        assert_eq!(playout.keyframe_from_live(false, much_later), None);
+    }
+
+    #[test]
+    fn a_vp8_camera_of_an_odd_size_becomes_even_h264() {
+        let config = codec::VideoEncoderConfig {
+            codec: VideoCodec::Vp8,
+            width: 161,
+            height: 91,
+            fps: 30,
+            bitrate_bps: 300_000,
+            keyframe_interval: 30,
+        };
+        let mut vp8 = VideoEncoder::open(config).unwrap();
+
+        let mut to_h264 = ToH264::new("libx264").unwrap();
+        let mut h264 = VideoDecoder::open(VideoCodec::H264).unwrap();
+        let mut sizes = Vec::new();
+        for n in 0..10u64 {
+            // A camera of an odd size (a window share, say).
+            let mut picture = codec::RawVideo::new(161, 91);
+            for frame in vp8.encode(&mut picture, false).unwrap() {
+                for (data, _) in to_h264.convert(&frame.data, n * 3000, false).unwrap() {
+                    for decoded in h264.decode(&data).unwrap() {
+                        sizes.push((decoded.width(), decoded.height()));
+                    }
+                }
+            }
+        }
+        assert!(!sizes.is_empty(), "the camera is shown");
+        assert!(sizes.iter().all(|size| *size == (160, 90)), "{sizes:?}");
     }
 
     #[test]

@@ -165,6 +165,9 @@ pub enum SfuEvent {
     /// A subscriber switches to a rendition of the stream: its transcoder
     /// should make a keyframe.
     RenditionKeyframeWanted(StreamKey),
+    /// A viewer of a local stream (a program) needs a keyframe: joined, or
+    /// lost a picture. Its program answers when it can.
+    LocalKeyframeWanted(StreamKey),
     /// The peer is gone: removed, timed out or closed by the other side.
     /// Subscribers of a publisher that left get one each.
     Closed {
@@ -1133,6 +1136,11 @@ impl Router {
         rid: Option<Rid>,
         now: Instant,
     ) {
+        if self.locals.contains_key(stream) {
+            self.events
+                .push_back(SfuEvent::LocalKeyframeWanted(stream.clone()));
+            return;
+        }
         let Some(id) = self.publishers.get(stream).copied() else {
             return;
         };

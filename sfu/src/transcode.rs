@@ -77,6 +77,8 @@ pub struct Transcode {
 pub(crate) enum FromWorker {
     /// A frame of a room's program ([`crate::program`]).
     Program(crate::LocalFrame),
+    /// A program showing a live stream needs a keyframe of it.
+    SourceKeyframe(StreamKey),
     /// The program's thread ended.
     ProgramEnded {
         stream: StreamKey,
