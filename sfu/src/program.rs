@@ -310,6 +310,20 @@ struct LiveRelay {
 }
 
 impl LiveRelay {
+    fn new(source: StreamKey, frames: Receiver<IngestFrame>) -> Self {
+        Self {
+            source,
+            frames,
+            waiting: true,
+            force_keyframe: false,
+            last_ask: None,
+            anchor: None,
+            last_source: 0,
+            opus: None,
+            to_h264: None,
+        }
+    }
+
     /// Where a source frame goes on the program's timeline: after the
     /// last frame sent, keeping the source's own spacing. A relay starts
     /// (and starts over, when the source's time jumps) on a keyframe.
@@ -483,17 +497,7 @@ impl Playout {
             Cue::Live { source, frames } => {
                 self.playing = None;
                 self.scene_audio.clear();
-                self.live = Some(LiveRelay {
-                    source,
-                    frames,
-                    waiting: true,
-                    force_keyframe: false,
-                    last_ask: None,
-                    anchor: None,
-                    last_source: 0,
-                    opus: None,
-                    to_h264: None,
-                });
+                self.live = Some(LiveRelay::new(source, frames));
                 metrics::counter!("live_program_switches_total").increment(1);
                 tracing::info!("program shows a live stream");
             }
@@ -911,17 +915,7 @@ mod tests {
     #[test]
     fn a_live_source_starts_on_a_keyframe_keeps_its_spacing_and_never_goes_back() {
         let (_, frames) = std::sync::mpsc::sync_channel(1);
-        let mut live = LiveRelay {
-            source: StreamKey::new("r1", "main"),
-            frames,
-            waiting: true,
-            force_keyframe: false,
-            last_ask: None,
-            anchor: None,
-            last_source: 0,
-            opus: None,
-            to_h264: None,
-        };
+        let mut live = LiveRelay::new(StreamKey::new("r1", "main"), frames);
         let ms = Duration::from_millis;
         // Program time 10 s; the last clip frame went out at 10 s too.
         let (now, last) = (ms(10_000), Some(ms(10_000)));
