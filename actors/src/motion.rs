@@ -158,12 +158,39 @@ fn append(
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        cut_partial_record(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         open.insert(room.clone(), (hour, BufWriter::new(file), Instant::now()));
     }
     let (_, writer, written) = open.get_mut(&room).expect("opened above");
     *written = Instant::now();
     writer.write_all(&motion.encode_length_delimited_to_vec())
+}
+
+/// A file a crash left with a record cut short is cut back to its last
+/// whole record before more are appended: otherwise the reader, which
+/// stops at the first record it cannot decode, would never reach them.
+fn cut_partial_record(path: &Path) -> std::io::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        // On a copy: a failed decode has already consumed the length.
+        let mut probe = rest;
+        if AvatarMotion::decode_length_delimited(&mut probe).is_err() {
+            break;
+        }
+        rest = probe;
+    }
+    if !rest.is_empty() {
+        let whole = (bytes.len() - rest.len()) as u64;
+        tracing::warn!(file = %path.display(), dropped = rest.len(), "avatar motion: a cut record removed");
+        OpenOptions::new().write(true).open(path)?.set_len(whole)?;
+    }
+    Ok(())
 }
 
 fn flush(open: &mut Open) {
@@ -220,5 +247,14 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert!(whole > 0);
         assert_eq!(log.read("r1", start, start + 10_000).unwrap().len(), 120);
+
+        // The node starts again within that hour: the cut record goes, and
+        // what it writes next is read.
+        drop(log);
+        let log = MotionLog::start(dir.path().to_owned()).unwrap();
+        log.append("r1", frame(5 * HOUR_MS + 6_000, true));
+        let after = log.read("r1", 5 * HOUR_MS, 6 * HOUR_MS).unwrap();
+        assert_eq!(after.len(), 71, "70 before the crash and the new one");
+        assert_eq!(after.last().unwrap().at_ms, 5 * HOUR_MS + 6_000);
     }
 }
