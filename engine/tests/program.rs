@@ -397,10 +397,42 @@ async fn closing_the_room_ends_its_program() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(t.delete("/v1/rooms/r1", ADMIN_KEY).await, 204);
+    programs_active(&t, 0.0, "the program ends with its room").await;
+    t.shutdown().await;
+}
+
+/// Waits until `live_programs_active` reads `value`.
+async fn programs_active(t: &TestEngine, value: f64, what: &str) {
     let deadline = Instant::now() + WAIT;
-    while t.metric("live_programs_active").await != Some(0.0) {
-        assert!(Instant::now() < deadline, "the program ends with its room");
+    while t.metric("live_programs_active").await != Some(value) {
+        assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A room that crashes past its restart budget takes its program with it
+/// (its viewers' hub is closed); started again, the room resumes its story
+/// on a new program.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_past_its_restart_budget_takes_its_program_and_brings_it_back() {
+    let t = TestEngine::start_with(|c| c.story.clips_dir = demo_clips()).await;
+    start_brand_launch(&t).await;
+    programs_active(&t, 1.0, "the program starts with the run").await;
+    // Five restarts are allowed within a minute; the sixth crash is one
+    // too many. Each crash waits for the restart before it (a crash sent
+    // to an actor that is already gone is lost).
+    for restarts in 1..=6 {
+        t.crash_room("r1");
+        let deadline = Instant::now() + WAIT;
+        while t.metric("live_room_restarts_total").await != Some(f64::from(restarts)) {
+            assert!(Instant::now() < deadline, "crash {restarts} is handled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    programs_active(&t, 0.0, "the program ends with the room").await;
+    let _back = t.chatter("late", "r1").await;
+    programs_active(&t, 1.0, "the resumed story starts a new program").await;
+    let view = t.get_json_as("/v1/rooms/r1/story", ADMIN_KEY).await;
+    assert_eq!(view["program_stream"], "program", "{view}");
     t.shutdown().await;
 }

@@ -273,6 +273,7 @@ impl SupervisorState {
         {
             tracing::error!(room = %room_id, "room exceeded its restart budget; closing its sessions");
             running.hub.close(HubClosed::Unavailable);
+            self.stop_program(room_id);
             self.report();
             return;
         }
@@ -284,6 +285,7 @@ impl SupervisorState {
             Err(error) => {
                 tracing::error!(room = %room_id, %error, "room failed to restart");
                 running.hub.close(HubClosed::Unavailable);
+                self.stop_program(room_id);
             }
         }
         self.report();
@@ -308,8 +310,19 @@ impl SupervisorState {
                 running.hub.close(HubClosed::RoomClosed);
             }
         }
+        self.stop_program(room_id);
         self.report();
         Ok(())
+    }
+
+    /// A room gone from this node (closed, or past its restart budget)
+    /// takes its program with it: the program's viewers and captions
+    /// belong to the hub that just closed. A room started again resumes
+    /// its story on a new program.
+    fn stop_program(&self, room_id: &str) {
+        if let Some(programs) = &self.config.programs {
+            programs.stop(room_id);
+        }
     }
 
     async fn global_term(&mut self, term: String, add: bool, by: &str) -> Result<bool, RoomError> {
