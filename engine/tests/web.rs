@@ -483,6 +483,37 @@ async fn avatar_drawn(page: &Browser, name: &str, what: &str) {
     .await;
 }
 
+/// An engine serving the web app with the demo clips, and room `r1`.
+async fn story_engine() -> TestEngine {
+    let dist = web_dist();
+    let t = TestEngine::start_with(|c| {
+        c.web_dir = dist;
+        c.story.clips_dir = common::demo_clips();
+    })
+    .await;
+    t.create_room("r1").await;
+    t
+}
+
+/// A story of one long vote: go left (the `midnight` clip) or right
+/// (`aurora`); with `lines`, the host asks and names the way taken.
+fn two_way_story(id: &str, version: u32, lines: bool) -> Value {
+    let say = |line: &str| if lines { json!([line]) } else { json!([]) };
+    json!({
+        "id": id, "version": version, "start": "ask",
+        "nodes": [
+            {"id": "ask", "scene": {"live": "main"}, "host_lines": say("Which way now?"),
+             "choices": [
+                {"id": "left", "label": "Go left", "next": "left-end"},
+                {"id": "right", "label": "Go right", "next": "right-end"}
+             ],
+             "trigger": {"vote": {"window_ms": 600000, "allow_change": true}}},
+            {"id": "left-end", "scene": {"clip": "midnight.mp4"}, "host_lines": say("Left it is.")},
+            {"id": "right-end", "scene": {"clip": "aurora.mp4"}, "host_lines": say("Right it is.")}
+        ]
+    })
+}
+
 /// A VMC bundle of three bones (hips, spine, chest): what a tracking app
 /// sends for a standing figure.
 fn vmc_pose() -> Vec<u8> {
@@ -589,47 +620,13 @@ async fn a_viewer_rides_out_a_network_drop() {
 /// appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_votes_from_the_story_panel() {
-    let dist = web_dist();
-    let t = TestEngine::start_with(|c| {
-        c.web_dir = dist;
-        c.story.clips_dir = common::demo_clips();
-    })
-    .await;
-    t.create_room("r1").await;
-    let graph = json!({
-        "id": "panel", "version": 1, "start": "ask",
-        "nodes": [
-            {"id": "ask", "scene": {"live": "main"}, "host_lines": ["Which way now?"],
-             "choices": [
-                {"id": "left", "label": "Go left", "next": "left-end"},
-                {"id": "right", "label": "Go right", "next": "right-end"}
-             ],
-             "trigger": {"vote": {"window_ms": 600000, "allow_change": true}}},
-            {"id": "left-end", "scene": {"clip": "midnight.mp4"}, "host_lines": ["Left it is."]},
-            {"id": "right-end", "scene": {"clip": "aurora.mp4"}, "host_lines": ["Right it is."]}
-        ]
-    });
-    let post = |path: &str, token: &str, body: Value| {
-        t.http
-            .post(format!("{}{path}", t.base))
-            .bearer_auth(token.to_owned())
-            .json(&body)
-            .send()
-    };
-    assert_eq!(
-        post("/v1/stories", ADMIN_KEY, graph)
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    let t = story_engine().await;
+    let graph = two_way_story("panel", 1, true);
+    assert_eq!(t.post_json("/v1/stories", ADMIN_KEY, &graph).await.0, 201);
     let operator = t.token("op", "r1", &["moderate"]).await;
     let start = json!({ "graph_id": "panel", "version": 1 });
     assert_eq!(
-        post("/v1/rooms/r1/story", &operator, start)
-            .await
-            .unwrap()
-            .status(),
+        t.post_json("/v1/rooms/r1/story", &operator, &start).await.0,
         201
     );
 
@@ -665,15 +662,11 @@ async fn a_viewer_votes_from_the_story_panel() {
     let view = t.get_json_as("/v1/rooms/r1/story", &operator).await;
     assert_eq!(view["tallies"], json!([["left", 0], ["right", 1]]));
 
+    let choose = json!({"choice": "left"});
     assert_eq!(
-        post(
-            "/v1/rooms/r1/story/choose",
-            &operator,
-            json!({"choice": "left"})
-        )
-        .await
-        .unwrap()
-        .status(),
+        t.post_json("/v1/rooms/r1/story/choose", &operator, &choose)
+            .await
+            .0,
         200
     );
     ann.wait_until(
@@ -729,35 +722,9 @@ async fn a_viewer_votes_from_the_story_panel() {
 /// where it stands, pauses and resumes it, and takes a choice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_runs_a_story_from_the_studio() {
-    let dist = web_dist();
-    let t = TestEngine::start_with(|c| {
-        c.web_dir = dist;
-        c.story.clips_dir = common::demo_clips();
-    })
-    .await;
-    t.create_room("r1").await;
-    let graph = json!({
-        "id": "show", "version": 2, "start": "ask",
-        "nodes": [
-            {"id": "ask", "scene": {"live": "main"},
-             "choices": [
-                {"id": "left", "label": "Go left", "next": "left-end"},
-                {"id": "right", "label": "Go right", "next": "right-end"}
-             ],
-             "trigger": {"vote": {"window_ms": 600000}}},
-            {"id": "left-end", "scene": {"clip": "midnight.mp4"}},
-            {"id": "right-end", "scene": {"clip": "aurora.mp4"}}
-        ]
-    });
-    let uploaded = t
-        .http
-        .post(format!("{}/v1/stories", t.base))
-        .bearer_auth(ADMIN_KEY)
-        .json(&graph)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 201);
+    let t = story_engine().await;
+    let graph = two_way_story("show", 2, false);
+    assert_eq!(t.post_json("/v1/stories", ADMIN_KEY, &graph).await.0, 201);
 
     let studio = Browser::start().await;
     studio
