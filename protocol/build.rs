@@ -40,6 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".live.v1.Error.idempotency_key",
         "#[serde(skip_serializing_if = \"String::is_empty\")]",
     );
+    config.field_attribute(
+        ".live.v1.Caption.translated_from",
+        "#[serde(skip_serializing_if = \"String::is_empty\")]",
+    );
     config.field_attribute(".live.v1.Envelope.payload", "#[serde(skip)]");
     config.compile_protos(&protos, &["proto"])?;
     Ok(())

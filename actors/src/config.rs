@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use interactive::BatchConfig;
 
+use crate::captions::Captions;
 use crate::program::Programs;
 use crate::recording::RecordingConfig;
 use crate::room::GiftsConfig;
@@ -59,6 +60,9 @@ pub struct ActorsConfig {
     /// Rooms' programs (story clips and voice); none: stories run without
     /// one (frames and events only).
     pub programs: Option<Programs>,
+    /// Captions of streams (recognized, sent as text, translated); none:
+    /// no captions beyond a program's own.
+    pub captions: Option<Captions>,
 }
 
 impl Default for ActorsConfig {
@@ -73,6 +77,7 @@ impl Default for ActorsConfig {
             relay_batch: 256,
             recording: None,
             programs: None,
+            captions: None,
         }
     }
 }

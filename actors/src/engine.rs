@@ -177,6 +177,7 @@ impl Deps {
             rooms,
             budget: self.config.restart_budget,
             recording: self.config.recording.clone(),
+            captions: self.config.captions.clone(),
         };
         Ok(
             StreamSupervisor::spawn_linked(None, StreamSupervisor, args, supervisor)

@@ -4,8 +4,9 @@
 //! A RoomActor restart swaps the actor handle and keeps everything else, so
 //! sessions never notice beyond a short pause.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use protocol::v1::server_frame::Frame;
@@ -65,6 +66,8 @@ pub struct RoomHub {
     primed: AtomicBool,
     closed: CancellationToken,
     close_reason: RwLock<Option<HubClosed>>,
+    /// Sessions per caption language chosen: what translation runs for.
+    caption_watchers: Mutex<HashMap<String, usize>>,
 }
 
 impl RoomHub {
@@ -79,7 +82,29 @@ impl RoomHub {
             primed: AtomicBool::new(false),
             closed: CancellationToken::new(),
             close_reason: RwLock::new(None),
+            caption_watchers: Mutex::default(),
         })
+    }
+
+    /// Counts a session watching captions in `lang` until the returned
+    /// guard drops.
+    pub fn watch_captions(self: &Arc<Self>, lang: &str) -> CaptionWatch {
+        *self.watchers().entry(lang.to_owned()).or_default() += 1;
+        CaptionWatch {
+            hub: self.clone(),
+            lang: lang.to_owned(),
+        }
+    }
+
+    /// The caption languages someone in the room watches.
+    pub fn caption_languages(&self) -> Vec<String> {
+        self.watchers().keys().cloned().collect()
+    }
+
+    fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.caption_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn room_id(&self) -> &str {
@@ -166,6 +191,31 @@ impl Drop for ViewerGuard {
     }
 }
 
+/// A session watching captions in a language (see
+/// [`RoomHub::watch_captions`]).
+pub struct CaptionWatch {
+    hub: Arc<RoomHub>,
+    lang: String,
+}
+
+impl CaptionWatch {
+    pub fn lang(&self) -> &str {
+        &self.lang
+    }
+}
+
+impl Drop for CaptionWatch {
+    fn drop(&mut self) {
+        let mut watchers = self.hub.watchers();
+        if let Some(count) = watchers.get_mut(&self.lang) {
+            *count -= 1;
+            if *count == 0 {
+                watchers.remove(&self.lang);
+            }
+        }
+    }
+}
+
 /// The direct line to one session: errors and acks for that session only.
 ///
 /// Bounded; a session whose queue is full is flagged slow and its
@@ -217,4 +267,26 @@ pub fn error_frame(
         retry_after_ms,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caption_language_is_watched_while_a_session_holds_it() {
+        let hub = RoomHub::new("r1".into(), 8);
+        let first = hub.watch_captions("es");
+        let second = hub.watch_captions("es");
+        let catalan = hub.watch_captions("ca");
+        let mut watched = hub.caption_languages();
+        watched.sort();
+        assert_eq!(watched, ["ca", "es"]);
+        drop(first);
+        drop(catalan);
+        assert_eq!(hub.caption_languages(), ["es"]);
+        assert_eq!(second.lang(), "es");
+        drop(second);
+        assert!(hub.caption_languages().is_empty());
+    }
 }

@@ -35,6 +35,7 @@
 //! domain rule of its own (those are in `interactive/`).
 
 pub mod billing;
+pub mod captions;
 pub mod config;
 pub mod engine;
 pub mod events;
@@ -46,15 +47,17 @@ pub mod relay;
 pub mod room;
 pub mod session;
 pub mod stream;
+pub mod subtitles;
 pub mod supervision;
 pub mod vod;
 
+pub use captions::{Captions, CaptionsConfig};
 pub use config::{ActorsConfig, DanmakuConfig};
 pub use engine::{Actors, EngineSupervisor};
 pub use hub::{Broadcast, RoomHub, SessionTx};
 pub use motion::MotionLog;
 pub use program::{Programs, ProgramsConfig};
-pub use recording::{LiveRecordings, RecordingConfig};
+pub use recording::{LiveRecording, LiveRecordings, RecordingConfig};
 pub use room::{
     GiftAnswer, GiftRefusal, GiftSubmit, GiftsConfig, RoomError, RoomMsg, RoomSupervisorMsg,
     SharedCatalog, StoryCommand, StoryView,

@@ -14,8 +14,9 @@ use interactive::story::{Scene, StoryGraph};
 use protocol::v1::Caption;
 use protocol::v1::server_frame::Frame;
 use sfu::{Cue, MediaPlane, Program, Spoken, StreamKey, Voice};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::captions::{Captions, Line};
 use crate::hub::{Broadcast, RoomHub};
 
 /// What programs need and where they find it.
@@ -30,6 +31,9 @@ pub struct ProgramsConfig {
     pub voice: Option<Voice>,
     /// FFmpeg's H.264 encoder for live scenes whose stream is VP8.
     pub encoder: String,
+    /// Where the host's lines go to be translated and recorded; none:
+    /// straight to the room, in the voice's language.
+    pub captions: Option<Captions>,
 }
 
 /// The programs of this node's rooms.
@@ -137,7 +141,15 @@ impl Programs {
             {
                 Ok((program, spoken)) => {
                     tracing::info!(%room, stream = %self.config.stream, "program started");
-                    tokio::spawn(caption(spoken, self.config.stream.clone(), hub.clone()));
+                    let lines = self.config.captions.as_ref().map(|captions| {
+                        captions.lines(&StreamKey::new(room, self.config.stream.clone()), hub)
+                    });
+                    tokio::spawn(caption(
+                        spoken,
+                        self.config.stream.clone(),
+                        hub.clone(),
+                        lines,
+                    ));
                     self.lock().insert(
                         room.to_owned(),
                         Running {
@@ -206,10 +218,15 @@ impl Programs {
 }
 
 /// Each line the program speaks, as a caption of its stream (until the
-/// program ends).
-async fn caption(mut spoken: UnboundedReceiver<Spoken>, stream: String, hub: Arc<RoomHub>) {
+/// program ends): through the stream's captioner when there is one.
+async fn caption(
+    mut spoken: UnboundedReceiver<Spoken>,
+    stream: String,
+    hub: Arc<RoomHub>,
+    lines: Option<UnboundedSender<Line>>,
+) {
     while let Some(line) = spoken.recv().await {
-        let frame = Frame::Caption(Caption {
+        let caption = Caption {
             stream: stream.clone(),
             lang: line.lang,
             start_ms: line.start_ms,
@@ -217,7 +234,16 @@ async fn caption(mut spoken: UnboundedReceiver<Spoken>, stream: String, hub: Arc
             text: line.text,
             r#final: true,
             source: "host".into(),
-        });
-        hub.publish(Broadcast::new(frame, None));
+            translated_from: String::new(),
+        };
+        match &lines {
+            Some(lines) => {
+                let _ = lines.send(Line {
+                    caption,
+                    recognized: None,
+                });
+            }
+            None => hub.publish(Broadcast::new(Frame::Caption(caption), None)),
+        }
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::UNIX_EPOCH;
 
 use codec::ladder::LadderConfig;
@@ -24,26 +24,55 @@ use storage::Store;
 use crate::events::{self, outbox_event};
 use crate::now_ms;
 use crate::stream::StreamSupervisorMsg;
+use crate::subtitles::SubtitleTracks;
 
 /// Tries to store one recording event before giving up on it.
 const APPEND_ATTEMPTS: u32 = 5;
 
 /// The recording each live stream of this node is writing now.
 #[derive(Clone, Default)]
-pub struct LiveRecordings(Arc<RwLock<HashMap<StreamKey, String>>>);
+pub struct LiveRecordings(Arc<RwLock<HashMap<StreamKey, LiveRecording>>>);
+
+/// A recording being written.
+#[derive(Clone)]
+pub struct LiveRecording {
+    pub id: String,
+    /// Wall clock (ms since the epoch) of its media time 0.
+    pub origin_ms: u64,
+    /// Its caption tracks (none: the ladder names no subtitles).
+    pub subtitles: Option<Arc<Mutex<SubtitleTracks>>>,
+}
+
+impl LiveRecording {
+    /// A final caption line into the recording's track in its language.
+    pub fn caption(&self, lang: &str, start_ms: u64, end_ms: u64, text: &str) {
+        if let Some(tracks) = &self.subtitles {
+            lock(tracks).push(lang, start_ms, end_ms, text);
+        }
+    }
+}
+
+fn lock(tracks: &Mutex<SubtitleTracks>) -> std::sync::MutexGuard<'_, SubtitleTracks> {
+    tracks.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl LiveRecordings {
     /// The recording id of a live stream, once its playlists exist.
     pub fn get(&self, room: &str, stream: &str) -> Option<String> {
-        let key = StreamKey::new(room, stream);
+        self.recording(&StreamKey::new(room, stream))
+            .map(|recording| recording.id)
+    }
+
+    /// A live stream's recording, once its playlists exist.
+    pub fn recording(&self, key: &StreamKey) -> Option<LiveRecording> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(key)
             .cloned()
     }
 
-    fn set(&self, key: StreamKey, recording: String) {
+    pub(crate) fn set(&self, key: StreamKey, recording: LiveRecording) {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -52,7 +81,10 @@ impl LiveRecordings {
 
     fn remove(&self, key: &StreamKey, recording: &str) {
         let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if table.get(key).is_some_and(|current| current == recording) {
+        if table
+            .get(key)
+            .is_some_and(|current| current.id == recording)
+        {
             table.remove(key);
         }
     }
@@ -105,6 +137,10 @@ pub(crate) async fn start(
         }
     };
     let recorder = Recorder {
+        dir: config.root.join(&id),
+        subtitle_langs: config.ladder.subtitles.clone(),
+        segment_ms: u64::from(config.ladder.segment_seconds) * 1000,
+        subtitles: None,
         id: id.clone(),
         key: key.clone(),
         encoder: config.ladder.encoder.clone(),
@@ -112,6 +148,7 @@ pub(crate) async fn start(
         store,
         live: config.live.clone(),
         started: false,
+        origin_ms: 0,
         segment_starts: HashMap::new(),
         renditions: 0,
         offered: false,
@@ -123,12 +160,20 @@ pub(crate) async fn start(
 
 struct Recorder {
     id: String,
+    dir: PathBuf,
+    /// Caption languages the master playlist names, and their tracks once
+    /// the recording opened.
+    subtitle_langs: Vec<String>,
+    segment_ms: u64,
+    subtitles: Option<Arc<Mutex<SubtitleTracks>>>,
     key: StreamKey,
     encoder: String,
     publisher: String,
     store: Arc<dyn Store>,
     live: LiveRecordings,
     started: bool,
+    /// Wall clock of media time 0 (from `Opened`).
+    origin_ms: u64,
     /// Per rendition: where its next segment starts (ms).
     segment_starts: HashMap<String, u64>,
     /// Renditions of the ladder; the recording is served live once each
@@ -192,17 +237,27 @@ impl Recorder {
                     publisher_user_id: self.publisher.clone(),
                 };
                 self.started = true;
+                self.origin_ms = origin_ms;
+                self.open_subtitles();
                 self.renditions = event.renditions.len();
                 self.append(events::RECORDING_STARTED, &event).await
             }
             TranscodeEvent::Segment { rendition, segment } => {
+                if let Some(tracks) = &self.subtitles {
+                    lock(tracks).cut(now_ms());
+                }
                 let start = self.segment_starts.entry(rendition.clone()).or_default();
                 let start_ms = *start;
                 *start += segment.duration_ms;
                 let playable = self.segment_starts.len() == self.renditions && self.renditions > 0;
                 if playable && !self.offered {
                     self.offered = true;
-                    self.live.set(self.key.clone(), self.id.clone());
+                    let live = LiveRecording {
+                        id: self.id.clone(),
+                        origin_ms: self.origin_ms,
+                        subtitles: self.subtitles.clone(),
+                    };
+                    self.live.set(self.key.clone(), live);
                 }
                 let event = RecordingSegment {
                     recording_id: self.id.clone(),
@@ -217,6 +272,9 @@ impl Recorder {
                 self.append(events::RECORDING_SEGMENT, &event).await
             }
             TranscodeEvent::Ended { stats, error } => {
+                if let Some(tracks) = self.subtitles.take() {
+                    lock(&tracks).finish();
+                }
                 metrics::counter!("live_recordings_total", "outcome" => if error.is_some() { "failed" } else { "finished" })
                     .increment(1);
                 if !self.started {
@@ -234,6 +292,27 @@ impl Recorder {
                     error: error.unwrap_or_default(),
                 };
                 self.append(events::RECORDING_FINISHED, &event).await
+            }
+        }
+    }
+
+    /// Creates the caption tracks the master playlist names, before the
+    /// recording is offered to players.
+    fn open_subtitles(&mut self) {
+        if self.subtitle_langs.is_empty() {
+            return;
+        }
+        match SubtitleTracks::create(
+            &self.id,
+            &self.dir,
+            &self.subtitle_langs,
+            self.segment_ms,
+            self.origin_ms,
+        ) {
+            Ok(tracks) => self.subtitles = Some(Arc::new(Mutex::new(tracks))),
+            Err(error) => {
+                metrics::counter!("live_caption_subtitle_errors_total").increment(1);
+                tracing::error!(recording = %self.id, %error, "cannot write the recording's subtitles");
             }
         }
     }

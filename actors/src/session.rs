@@ -90,8 +90,9 @@ impl Actor for UserActor {
             client_frame::Frame::Danmaku(input) => state.danmaku(input),
             client_frame::Frame::Gift(input) => state.gift(input),
             client_frame::Frame::Vote(input) => state.vote(input),
-            // A media-plane command: the connection task sends it there.
-            client_frame::Frame::Layer(_) => {}
+            // A media-plane command and a choice about this connection's
+            // frames: the connection task handles them.
+            client_frame::Frame::Layer(_) | client_frame::Frame::Captions(_) => {}
         }
         Ok(())
     }

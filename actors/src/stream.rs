@@ -23,6 +23,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use sfu::{MediaEvent, Role, SfuEvent, StreamKey};
 use storage::Store;
 
+use crate::captions::Captions;
 use crate::events::{self, outbox_event};
 use crate::hub::{Broadcast, RoomHub};
 use crate::now_ms;
@@ -58,6 +59,8 @@ pub struct StreamSupervisorArgs {
     pub budget: RestartBudget,
     /// Transcode and record streams (none: forward only).
     pub recording: Option<RecordingConfig>,
+    /// Caption streams (none: no captions).
+    pub captions: Option<Captions>,
 }
 
 pub struct StreamsState {
@@ -164,6 +167,9 @@ impl Actor for StreamSupervisor {
                 stream,
                 ..
             } => {
+                if let Some(captions) = &state.args.captions {
+                    captions.stop(&stream);
+                }
                 if let Some(running) = state.streams.remove(&stream) {
                     state.by_actor.remove(&running.actor.get_id());
                     let _ = running.actor.cast(StreamMsg::Ended {
@@ -232,6 +238,7 @@ impl StreamsState {
             hub,
             store: self.args.store.clone(),
             recording: self.args.recording.clone(),
+            captions: self.args.captions.clone(),
             supervisor: myself.clone(),
         };
         match StreamActor::spawn_linked(None, StreamActor, args, myself.get_cell()).await {
@@ -261,6 +268,7 @@ pub struct StreamArgs {
     hub: Arc<RoomHub>,
     store: Arc<dyn Store>,
     recording: Option<RecordingConfig>,
+    captions: Option<Captions>,
     supervisor: ActorRef<StreamSupervisorMsg>,
 }
 
@@ -289,6 +297,7 @@ impl Actor for StreamActor {
             hub,
             store,
             recording,
+            captions,
             supervisor,
         } = args;
         if !resumed {
@@ -318,6 +327,12 @@ impl Actor for StreamActor {
             // lives in the media plane, not here.
             if recording.is_some() && start.tracks.iter().any(|t| t == "video") {
                 myself.cast(StreamMsg::Record)?;
+            }
+            // Like the recording, the listener outlives a restarted actor.
+            if let Some(captions) = &captions
+                && start.tracks.iter().any(|t| t == "audio")
+            {
+                captions.listen(key, &hub).await;
             }
         }
         metrics::gauge!("live_streams_live").increment(1.0);

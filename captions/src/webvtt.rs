@@ -140,7 +140,7 @@ impl SubtitleTrack {
             version: Some(3),
             target_duration: target,
             media_sequence: 0,
-            playlist_type: self.ended.then_some(MediaPlaylistType::Event),
+            playlist_type: Some(MediaPlaylistType::Event),
             end_list: self.ended,
             segments: (0..self.written)
                 .map(|index| MediaSegment {

@@ -338,7 +338,7 @@ impl Resampler {
     }
 }
 
-fn layout_of(frame: &ffmpeg::frame::Audio) -> ChannelLayout {
+pub(crate) fn layout_of(frame: &ffmpeg::frame::Audio) -> ChannelLayout {
     let layout = frame.channel_layout();
     if layout.bits() == 0 {
         ChannelLayout::default(i32::from(frame.channels().max(1)))

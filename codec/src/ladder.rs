@@ -34,6 +34,15 @@ pub const MASTER_PLAYLIST: &str = "master.m3u8";
 /// The poster frame of a recording: its first picture, as a JPEG.
 pub const POSTER: &str = "poster.jpg";
 
+/// The directory of a recording's subtitle track in `lang` (its playlist
+/// is `index.m3u8` there, written by the captions pipeline).
+pub fn subtitle_dir(lang: &str) -> String {
+    format!("subs-{lang}")
+}
+
+/// The master playlist's group of subtitle tracks.
+const SUBTITLES_GROUP: &str = "subs";
+
 const AUDIO_BITRATE_BPS: u32 = 128_000;
 
 /// A jump of the source's RTP time this large, either way, starts a new
@@ -63,6 +72,9 @@ pub struct LadderConfig {
     pub recording_dir: Option<PathBuf>,
     /// The stream has an audio track (HLS renditions get AAC).
     pub audio: bool,
+    /// Languages of the WebVTT subtitle tracks the master playlist names
+    /// (written beside the renditions by the captions pipeline).
+    pub subtitles: Vec<String>,
 }
 
 /// A rendition as opened for the input it got.
@@ -345,7 +357,13 @@ impl Transcoder {
             });
         }
         if let Some(dir) = &self.config.recording_dir {
-            write_master_playlist(dir, &self.steps, self.config.fps, self.aac.is_some())?;
+            write_master_playlist(
+                dir,
+                &self.steps,
+                self.config.fps,
+                self.aac.is_some(),
+                &self.config.subtitles,
+            )?;
             let top = &renditions[0];
             let poster = crate::poster::encode_jpeg(picture, top.width, top.height)?;
             std::fs::write(dir.join(POSTER), poster)
@@ -466,7 +484,9 @@ fn write_master_playlist(
     steps: &[Step],
     fps: u32,
     audio: bool,
+    subtitles: &[String],
 ) -> Result<(), CodecError> {
+    let group = (!subtitles.is_empty()).then(|| SUBTITLES_GROUP.to_owned());
     let variants = steps
         .iter()
         .map(|step| {
@@ -489,14 +509,31 @@ fn write_master_playlist(
                     height: u64::from(step.rendition.height),
                 }),
                 frame_rate: Some(f64::from(fps)),
+                subtitles: group.clone(),
                 ..Default::default()
             }
+        })
+        .collect();
+    let alternatives = subtitles
+        .iter()
+        .enumerate()
+        .map(|(index, lang)| m3u8_rs::AlternativeMedia {
+            media_type: m3u8_rs::AlternativeMediaType::Subtitles,
+            uri: Some(format!("{}/index.m3u8", subtitle_dir(lang))),
+            group_id: SUBTITLES_GROUP.to_owned(),
+            language: Some(lang.clone()),
+            name: lang.clone(),
+            // The first (the language spoken) is the player's default.
+            default: index == 0,
+            autoselect: true,
+            ..Default::default()
         })
         .collect();
     let playlist = m3u8_rs::MasterPlaylist {
         version: Some(7),
         independent_segments: true,
         variants,
+        alternatives,
         ..Default::default()
     };
     let mut bytes = Vec::new();

@@ -22,7 +22,7 @@ mod video;
 
 pub use audio::{
     AacEncoder, AudioPacket, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE, OpusDecoder, OpusEncoder,
-    ToneSource,
+    SPEECH_SAMPLE_RATE, SpeechDecoder, ToneSource,
 };
 pub use error::CodecError;
 pub use pattern::TestPattern;

@@ -38,6 +38,7 @@ fn config(dir: Option<&Path>, audio: bool) -> LadderConfig {
         segment_seconds: 1,
         recording_dir: dir.map(Path::to_path_buf),
         audio,
+        subtitles: vec!["en".into(), "es".into()],
     }
 }
 
@@ -196,6 +197,16 @@ fn h264_source_becomes_hls_renditions_that_ffprobe_accepts() {
         "constrained baseline: {master}"
     );
     assert!(master.contains(",mp4a.40.2\""), "{master}");
+    // The captions' subtitle tracks, the spoken language the default.
+    assert!(
+        master.contains("TYPE=SUBTITLES,URI=\"subs-en/index.m3u8\",GROUP-ID=\"subs\",LANGUAGE=\"en\",NAME=\"en\",DEFAULT=YES"),
+        "{master}"
+    );
+    assert!(
+        master.contains("LANGUAGE=\"es\",NAME=\"es\",AUTOSELECT=YES"),
+        "{master}"
+    );
+    assert!(master.contains("SUBTITLES=\"subs\""), "{master}");
     assert!(dir.path().join(POSTER).metadata().unwrap().len() > 1000);
 
     for (name, size) in [("360p", "640,360"), ("180p", "320,180")] {

@@ -48,6 +48,7 @@ pub struct Config {
     pub transcode: TranscodeSection,
     pub avatar: AvatarSection,
     pub story: StorySection,
+    pub captions: CaptionsSection,
     /// How long a graceful shutdown may take before it gives up waiting.
     pub shutdown_timeout_s: u64,
 }
@@ -137,6 +138,72 @@ impl Default for StorySection {
     }
 }
 
+/// Live captions (see docs/captions.md): speech recognized on streams,
+/// lines sent as text, translated per viewer language, WebVTT in
+/// recordings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptionsSection {
+    /// Captions at all: frames, translation, subtitles in recordings.
+    pub enabled: bool,
+    /// Recognize speech on live streams (needs the model).
+    pub asr: bool,
+    /// The Whisper model final lines are written with, CTranslate2 format
+    /// (scripts/install-models); missing: recognition is off, with a
+    /// warning.
+    pub model_dir: PathBuf,
+    /// A smaller model for partial lines (they are replaced within a
+    /// second); empty or unusable: `model_dir`'s writes them too.
+    pub partial_model_dir: PathBuf,
+    /// The language streams are spoken in (BCP 47 short).
+    pub spoken: String,
+    /// Recognize speech straight into English (Whisper's translate task):
+    /// for streams in a language the translator has no pair from; the
+    /// English lines are then translated like any. Needs a multilingual
+    /// `model_dir` (partial lines then use it too).
+    pub asr_into_english: bool,
+    /// CPU threads one recognition uses.
+    pub asr_threads: usize,
+    /// Beam width for final lines (partial lines are greedy).
+    pub final_beam: usize,
+    /// `apertium`, `libretranslate` or `none`.
+    pub translator: String,
+    /// The languages offered besides the one spoken.
+    pub translate_to: Vec<String>,
+    /// Where Apertium's pair modes are.
+    pub apertium_modes_dir: PathBuf,
+    /// A LibreTranslate-compatible API (translator = "libretranslate").
+    pub libretranslate_url: String,
+    pub libretranslate_api_key: String,
+    /// Recently translated lines kept (repeated phrases are not
+    /// translated twice).
+    pub cache_lines: usize,
+    /// Languages recordings carry subtitles in besides the one spoken.
+    pub recorded: Vec<String>,
+}
+
+impl Default for CaptionsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            asr: true,
+            model_dir: PathBuf::from(".models/whisper-base"),
+            partial_model_dir: PathBuf::from(".models/whisper-tiny.en"),
+            spoken: "en".into(),
+            asr_into_english: false,
+            asr_threads: 2,
+            final_beam: 1,
+            translator: "apertium".into(),
+            translate_to: vec!["es".into()],
+            apertium_modes_dir: PathBuf::from("/usr/share/apertium/modes"),
+            libretranslate_url: String::new(),
+            libretranslate_api_key: String::new(),
+            cache_lines: 1000,
+            recorded: vec!["es".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VodSection {
@@ -220,6 +287,7 @@ impl Default for Config {
             vod: VodSection::default(),
             avatar: AvatarSection::default(),
             story: StorySection::default(),
+            captions: CaptionsSection::default(),
             ws: WsSection::default(),
             store: StoreSection::default(),
             transcode: TranscodeSection::default(),
@@ -466,7 +534,48 @@ impl Config {
             return Err((*message).to_owned());
         }
         self.validate_gifts()?;
+        self.validate_captions()?;
         self.validate_transcode()
+    }
+
+    fn validate_captions(&self) -> Result<(), String> {
+        if self.captions.asr_into_english && self.captions.spoken == "en" {
+            return Err(
+                "captions.asr_into_english is for streams not spoken in English (captions.spoken)"
+                    .into(),
+            );
+        }
+        let c = &self.captions;
+        let lang =
+            |l: &String| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase());
+        if !lang(&c.spoken) {
+            return Err(format!(
+                "captions.spoken `{}` must be a language code like `en`",
+                c.spoken
+            ));
+        }
+        if let Some(bad) = c.translate_to.iter().chain(&c.recorded).find(|l| !lang(l)) {
+            return Err(format!(
+                "captions.translate_to and captions.recorded hold language codes like `es`, not `{bad}`"
+            ));
+        }
+        if !["apertium", "libretranslate", "none"].contains(&c.translator.as_str()) {
+            return Err(format!(
+                "captions.translator `{}` is not one of apertium, libretranslate, none",
+                c.translator
+            ));
+        }
+        if c.translator == "libretranslate" && c.libretranslate_url.is_empty() {
+            return Err(
+                "captions.libretranslate_url is needed with translator = \"libretranslate\"".into(),
+            );
+        }
+        if !(1..=16).contains(&c.asr_threads) || !(1..=8).contains(&c.final_beam) {
+            return Err(
+                "captions.asr_threads must be 1 to 16 and captions.final_beam 1 to 8".into(),
+            );
+        }
+        Ok(())
     }
 
     fn validate_transcode(&self) -> Result<(), String> {
@@ -549,6 +658,7 @@ impl Config {
             segment_seconds: t.segment_seconds,
             recording_dir: None,
             audio: false,
+            subtitles: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! [`Engine`] is also how black-box tests run a real engine in-process on
 //! an ephemeral port.
 
+mod captions;
 pub mod config;
 
 use std::net::SocketAddr;
@@ -102,12 +103,26 @@ impl Engine {
         let recordings_root = config.data_dir.join("recordings");
         let mut actors_config = config.actors();
         let ladder = config.transcode.enabled.then(|| config.ladder());
-        actors_config.recording = ladder.clone().map(|ladder| actors::RecordingConfig {
-            media: media.clone(),
-            ladder,
-            root: recordings_root.clone(),
-            live: recordings.clone(),
+        let subtitle_langs = if config.captions.enabled {
+            captions::recorded_languages(&config.captions)
+        } else {
+            Vec::new()
+        };
+        actors_config.recording = ladder.clone().map(|mut ladder| {
+            ladder.subtitles = subtitle_langs.clone();
+            actors::RecordingConfig {
+                media: media.clone(),
+                ladder,
+                root: recordings_root.clone(),
+                live: recordings.clone(),
+            }
         });
+        let captions = captions::start(
+            &config,
+            &media,
+            ladder.is_some().then(|| recordings.clone()),
+        );
+        actors_config.captions = captions.clone();
         let programs = actors::Programs::new(actors::ProgramsConfig {
             media: media.clone(),
             clips_dir: config.clips_dir(),
@@ -121,6 +136,7 @@ impl Engine {
                 },
                 |ladder| ladder.encoder.clone(),
             ),
+            captions: captions.clone(),
         });
         actors_config.programs = Some(programs.clone());
         let catalog = actors_config.gifts.catalog.clone();
@@ -167,6 +183,7 @@ impl Engine {
             recordings_root,
             url_key: gateway::url_signing_key(&admin_key),
             programs: Some(programs),
+            captions,
             motion: Some(
                 actors::MotionLog::start(config.data_dir.join("motion")).with_context(|| {
                     format!(

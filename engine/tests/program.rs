@@ -84,6 +84,7 @@ async fn go_live(t: &TestEngine) -> Publisher {
             keyframe_interval: 90,
         },
         audio_bitrate_bps: 48_000,
+        speech: None,
     };
     let publisher = Publisher::start(&whip, options).await.unwrap();
     wait_for(|| publisher.stats().connected(), WAIT)

@@ -29,6 +29,7 @@ fn options(codec: VideoCodec) -> PublishOptions {
             keyframe_interval: 300,
         },
         audio_bitrate_bps: 48_000,
+        speech: None,
     }
 }
 

@@ -30,7 +30,9 @@ pub use error::ApiError;
 pub use routes::hls::url_signing_key;
 pub use state::{AppState, GatewayConfig};
 
-use routes::{danmaku, gifts, hls, media, moderation, ops, rooms, story, tokens, vod, web};
+use routes::{
+    captions, danmaku, gifts, hls, media, moderation, ops, rooms, story, tokens, vod, web,
+};
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_message_bytes;
@@ -45,6 +47,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/rooms/{room}/ws", get(ws::connect))
         .route("/v1/rooms/{room}/gifts", post(gifts::send))
         .route("/v1/rooms/{room}/leaderboard", get(gifts::leaderboard))
+        .route("/v1/rooms/{room}/captions", post(captions::send))
         .route(
             "/v1/rooms/{room}/gift_goal",
             put(gifts::set_goal).delete(gifts::clear_goal),

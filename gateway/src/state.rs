@@ -68,6 +68,8 @@ pub struct AppState {
     pub url_key: ring::hmac::Key,
     /// Rooms' programs (story clips); none: stories have no program.
     pub programs: Option<actors::Programs>,
+    /// Streams' captions; none: captions are off.
+    pub captions: Option<actors::Captions>,
     /// Avatar motion kept for VOD; none: not kept.
     pub motion: Option<actors::MotionLog>,
 }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use actors::hub::{HubClosed, error_frame};
+use actors::hub::{CaptionWatch, HubClosed, error_frame};
 use actors::{Broadcast, Grants, RoomHub, SessionInfo, SessionSupervisorMsg, SessionTx, UserMsg};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -19,7 +19,9 @@ use axum::http::header;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
-use protocol::v1::{Batch, Welcome, client_frame, server_frame::Frame};
+use protocol::v1::{
+    Batch, CaptionChoice as CaptionChoiceFrame, Welcome, client_frame, server_frame::Frame,
+};
 use protocol::{Encoding, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTOBUF};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -88,6 +90,7 @@ pub async fn connect(
         principal,
         encoding,
         after_seq: query.after_seq,
+        captions: std::sync::Mutex::new(CaptionChoice::Spoken),
     };
     let mut response = upgrade.on_upgrade(move |socket| tracker.track_future(session.run(socket)));
     response.headers_mut().insert(
@@ -103,6 +106,27 @@ struct Session {
     principal: Principal,
     encoding: Encoding,
     after_seq: Option<u64>,
+    /// The caption lines this session gets.
+    captions: std::sync::Mutex<CaptionChoice>,
+}
+
+/// Which `caption` frames a session gets (`{"type":"captions"}`).
+enum CaptionChoice {
+    /// Lines in the language they were said in (the default).
+    Spoken,
+    Off,
+    /// Lines in this language; counted, so the room translates into it.
+    In(CaptionWatch),
+}
+
+impl CaptionChoice {
+    fn wants(&self, caption: &protocol::v1::Caption) -> bool {
+        match self {
+            Self::Spoken => caption.translated_from.is_empty(),
+            Self::Off => false,
+            Self::In(watch) => caption.lang == watch.lang(),
+        }
+    }
 }
 
 /// Why the task ends, and what it tells the peer.
@@ -249,6 +273,9 @@ impl Session {
                 },
                 received = frames.recv() => match received {
                     Ok(broadcast) => {
+                        if !self.wants(&broadcast.frame) {
+                            continue;
+                        }
                         let sent = match broadcast.seqs {
                             Some((_, last)) if last <= skip_upto => Ok(0),
                             Some((first, _)) if first <= skip_upto => self.send_frame(socket, &without_seen(&broadcast.frame, skip_upto)).await.map(|_| 1),
@@ -290,6 +317,10 @@ impl Session {
         match decoded {
             Ok(client_frame::Frame::Layer(request)) => {
                 return self.set_layer(socket, &request.layer).await;
+            }
+            Ok(client_frame::Frame::Captions(request)) => {
+                let answer = self.choose_captions(&request.lang);
+                return self.send_frame(socket, &answer).await.err();
             }
             Ok(frame) => {
                 if user.cast(UserMsg::Inbound(frame)).is_err() {
@@ -336,6 +367,53 @@ impl Session {
             Some(frame) => self.send_frame(socket, &frame).await.err(),
             None => None,
         }
+    }
+
+    /// Whether a room frame is for this session: caption lines only in
+    /// the language it chose.
+    fn wants(&self, frame: &Frame) -> bool {
+        match frame {
+            Frame::Caption(caption) => self
+                .captions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .wants(caption),
+            _ => true,
+        }
+    }
+
+    /// `{"type":"captions"}`: the languages this session's caption lines
+    /// are in. Answered with `caption_choice`, or an error listing what is
+    /// offered.
+    fn choose_captions(&self, lang: &str) -> Frame {
+        let Some(captions) = &self.app.captions else {
+            return error_frame("unavailable", "captions are off on this server", "", 0);
+        };
+        let offered = captions.offered();
+        let choice = match lang {
+            "" => CaptionChoice::Spoken,
+            "off" => CaptionChoice::Off,
+            spoken if spoken == captions.spoken() => CaptionChoice::Spoken,
+            lang if offered.iter().any(|o| o == lang) => {
+                CaptionChoice::In(self.hub.watch_captions(lang))
+            }
+            lang => {
+                return error_frame(
+                    "unsupported_language",
+                    format!(
+                        "no captions in `{lang}`: captions are offered in {}",
+                        offered.join(", ")
+                    ),
+                    "",
+                    0,
+                );
+            }
+        };
+        *self.captions.lock().unwrap_or_else(|e| e.into_inner()) = choice;
+        Frame::CaptionChoice(CaptionChoiceFrame {
+            lang: lang.to_owned(),
+            available: offered,
+        })
     }
 
     async fn send_frame(&self, socket: &mut WebSocket, frame: &Frame) -> Result<(), End> {

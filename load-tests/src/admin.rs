@@ -207,6 +207,28 @@ pub fn parse_counters(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// A summary's quantile (`name{kind="final",quantile="0.5"} 2.9`) for the
+/// series with `labels`; `None` when the engine has not recorded it.
+pub fn quantile(text: &str, name: &str, labels: &[(&str, &str)], q: &str) -> Option<f64> {
+    let wanted: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .chain(std::iter::once(format!("quantile=\"{q}\"")))
+        .collect();
+    text.lines().find_map(|line| {
+        let (series, value) = line
+            .strip_prefix(name)?
+            .strip_prefix('{')?
+            .split_once("} ")?;
+        let parts: Vec<&str> = series.split(',').collect();
+        wanted
+            .iter()
+            .all(|w| parts.contains(&w.as_str()))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
 /// The cumulative buckets of a Prometheus histogram without labels
 /// (`name_bucket{le="0.001"} 12`), as (upper bound, count), `+Inf` last.
 pub fn parse_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {

@@ -63,6 +63,11 @@ pub enum Command {
     /// and encoder settings: fps and CPU side by side, then how many
     /// ladders run in real time at once. Needs no engine.
     Transcode(TranscodeArgs),
+    /// A streamer speaks known sentences (espeak-ng) into a WHIP stream;
+    /// two viewers read its captions, one in the spoken language, one in
+    /// Spanish. Reports speech end -> final and -> translated caption,
+    /// the word error rate and the recognizer's real-time factor.
+    Captions(CaptionsArgs),
     /// Every scenario against its peer, one after the other, into one
     /// report (JSON, markdown, and the generated part of
     /// docs/benchmarks.md).
@@ -174,6 +179,33 @@ impl GiftsArgs {
                 MAX_DURATION.as_secs()
             );
         }
+        self.target.validate(&self.room)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CaptionsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[arg(long, default_value = "captions")]
+    pub room: String,
+    /// Sentences said (the scenario's eight, cycled), about 4 s each.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub lines: u32,
+    /// With the runner's engine: transcode and record the stream too (the
+    /// recognizer then shares the CPU with a ladder).
+    #[arg(long)]
+    pub transcoding: bool,
+    /// Where scripts/install-models put the Whisper models (the runner's
+    /// engine loads them from there).
+    #[arg(long, default_value = ".models")]
+    pub models: PathBuf,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+impl CaptionsArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
         self.target.validate(&self.room)
     }
 }

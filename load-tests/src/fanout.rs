@@ -413,6 +413,7 @@ async fn engine_source(target: &Target, args: &FanoutArgs) -> anyhow::Result<Sou
             keyframe_interval: args.fps * 4,
         },
         audio_bitrate_bps: 48_000,
+        speech: None,
     };
     let publisher = Publisher::start(&whip, options).await?;
     let connected = crate::rtc::wait_for(|| publisher.stats().connected(), CONNECT).await;

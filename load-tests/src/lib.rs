@@ -15,7 +15,8 @@
 //! a fixed total rate; every viewer times every item against the send time
 //! the sender wrote into `client_msg_id`), `gifts` ([`gifts`]: a retry
 //! storm, then the books), `transcode` ([`transcode`]: the ladder against
-//! the ffmpeg CLI).
+//! the ffmpeg CLI), `captions` ([`captions`]: spoken sentences to caption
+//! frames, in the spoken language and translated).
 //!
 //! A danmaku run, in order ([`scenario::run`]; from "sample" on it is
 //! [`scenario::fan_out`], which runs nats-server's the same way):
@@ -42,6 +43,7 @@
 //! [`progress`] (stderr: a bar on a terminal, lines otherwise).
 
 pub mod admin;
+pub mod captions;
 pub mod cli;
 pub mod compare;
 pub mod fanout;

@@ -62,6 +62,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => suite::write_comparison(&args.out, suite::gifts(&bench()?, &args).await?),
             }
         }
+        Command::Captions(args) => {
+            args.validate()?;
+            match args.target.given() {
+                Some(target) => {
+                    let report = load_tests::captions::run(&target, &args).await?;
+                    println!("{}", report.render());
+                    suite::write_outputs(&args.out, &report, None)
+                }
+                None => {
+                    suite::write_comparison(&args.out, suite::captions(&bench()?, &args).await?)
+                }
+            }
+        }
         Command::Transcode(args) => {
             args.validate()?;
             suite::write_comparison(&args.out, suite::transcode(&args).await?)

@@ -139,6 +139,7 @@ fn ladder_config(args: &TranscodeArgs, specs: &[RenditionSpec]) -> LadderConfig 
         segment_seconds: KEYFRAME_SECONDS,
         recording_dir: None,
         audio: false,
+        subtitles: Vec::new(),
     }
 }
 

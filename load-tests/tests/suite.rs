@@ -26,6 +26,9 @@ fn every_scenario_runs_against_its_peer_and_yields_numbers() {
         .arg(&out)
         .arg("--engine-bin")
         .arg(&engine)
+        // The captions scenario finds the Whisper models in `.models/`
+        // (scripts/install-models) from the repository's root.
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .output()
         .expect("load-tests runs");
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -47,7 +50,14 @@ fn every_scenario_runs_against_its_peer_and_yields_numbers() {
         .collect();
     assert_eq!(
         scenarios,
-        ["transcode", "sfu-fanout", "join", "danmaku", "gifts"],
+        [
+            "transcode",
+            "sfu-fanout",
+            "join",
+            "danmaku",
+            "gifts",
+            "captions"
+        ],
         "the quick plan runs every scenario once"
     );
     // A row's figure on one side: a number, and not a NaN turned null.
@@ -76,6 +86,8 @@ fn every_scenario_runs_against_its_peer_and_yields_numbers() {
     assert!(figure("gifts", "committed gifts/s", "engine") > 0.0);
     assert_eq!(figure("gifts", "duplicates", "engine"), 0.0);
     assert_eq!(figure("gifts", "lost", "engine"), 0.0);
+    assert!(figure("captions", "speech end -> final caption p50", "engine") > 0.0);
+    assert!(figure("captions", "speech end -> translated caption p50", "engine") > 0.0);
     // The markdown beside the JSON carries the same tables.
     let markdown = std::fs::read_to_string(out.with_extension("md")).unwrap();
     assert!(markdown.contains("| metric | engine |"), "{markdown}");

@@ -285,6 +285,7 @@ impl MediaPlane {
             keyframe_wanted: keyframe_wanted.clone(),
             fail: fail.clone(),
             resync: false,
+            audio_only: false,
         };
         let stream = job.stream.clone();
         self.ask(|reply| Command::Tap { stream, tap, reply })
@@ -369,12 +370,30 @@ impl MediaPlane {
         &self,
         source: StreamKey,
     ) -> Result<std::sync::mpsc::Receiver<IngestFrame>, SfuError> {
+        self.copy(source, false).await
+    }
+
+    /// A queue of `source`'s sound (whenever it is live) for captions
+    /// listening to it; copying stops when the receiver is dropped.
+    pub async fn listen(
+        &self,
+        source: StreamKey,
+    ) -> Result<std::sync::mpsc::Receiver<IngestFrame>, SfuError> {
+        self.copy(source, true).await
+    }
+
+    async fn copy(
+        &self,
+        source: StreamKey,
+        audio_only: bool,
+    ) -> Result<std::sync::mpsc::Receiver<IngestFrame>, SfuError> {
         let (frames, queue) = std::sync::mpsc::sync_channel(TAP_CAPACITY);
         let tap = Tap {
             frames,
             keyframe_wanted: Arc::default(),
             fail: Arc::default(),
             resync: true,
+            audio_only,
         };
         self.commands
             .send(Command::Relay { source, tap })
@@ -560,9 +579,9 @@ fn feed_tap(taps: &mut HashMap<StreamKey, Tap>, router: &mut Router, frame: Inge
     }
 }
 
-/// Hands a frame to the programs showing its stream (see [`feed`]);
-/// programs gone from it stop being fed, and the last one stops the
-/// copying.
+/// Hands a frame to the programs showing its stream and the captions
+/// listening to it (see [`feed`]); those gone stop being fed, and the last
+/// one stops the copying.
 fn feed_relays(
     relays: &mut HashMap<StreamKey, Vec<Tap>>,
     router: &mut Router,
@@ -572,12 +591,12 @@ fn feed_relays(
         return;
     };
     taps.retain_mut(|tap| {
-        feed(
-            tap,
-            router,
-            frame.clone(),
-            "live_program_relay_frames_total",
-        )
+        let counter = if tap.audio_only {
+            "live_caption_relay_frames_total"
+        } else {
+            "live_program_relay_frames_total"
+        };
+        feed(tap, router, frame.clone(), counter)
     });
     if taps.is_empty() {
         relays.remove(&frame.stream);
@@ -591,6 +610,9 @@ fn feed_relays(
 /// reference it lost. False when the reader is gone.
 fn feed(tap: &mut Tap, router: &mut Router, frame: IngestFrame, counter: &'static str) -> bool {
     let video = frame.kind == str0m::media::MediaKind::Video;
+    if video && tap.audio_only {
+        return true;
+    }
     if video && !frame.contiguous {
         // Packets were lost: this frame and those after it may refer to
         // what is missing. The router already asked for a keyframe.
@@ -780,6 +802,7 @@ mod tests {
                 keyframe_wanted: Arc::default(),
                 fail: Arc::default(),
                 resync: false,
+                audio_only: false,
             },
         );
         let video = |keyframe| frame(MediaKind::Video, keyframe);

@@ -107,6 +107,8 @@ pub(crate) struct Tap {
     pub fail: Arc<AtomicBool>,
     /// Frames were dropped: skip video until a keyframe.
     pub resync: bool,
+    /// Only the stream's sound is wanted (captions listening to it).
+    pub audio_only: bool,
 }
 
 /// The cap on concurrent jobs; a slot is held by a job's thread.

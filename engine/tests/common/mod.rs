@@ -42,6 +42,13 @@ pub fn test_config(dir: &std::path::Path) -> Config {
             enabled: false,
             ..Default::default()
         },
+        // Recognition and translation processes: only the caption tests
+        // start them.
+        captions: engine::config::CaptionsSection {
+            asr: false,
+            translator: "none".into(),
+            ..Default::default()
+        },
         ..Config::default()
     }
 }
@@ -63,6 +70,19 @@ pub fn demo_clips() -> std::path::PathBuf {
         );
     assert!(status.success(), "scripts/make-demo-clips");
     dir
+}
+
+/// Where the Whisper models captions recognize speech with are (base for
+/// final lines, tiny.en for partial ones), installed by
+/// `scripts/install-models` into the repository's `.models/` when missing.
+pub fn whisper_models() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(root.join("scripts/install-models"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("scripts/install-models runs");
+    assert!(status.success(), "scripts/install-models");
+    root.join(".models")
 }
 
 impl TestEngine {

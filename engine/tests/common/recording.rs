@@ -36,6 +36,16 @@ pub async fn transcoding_engine(adjust: impl FnOnce(&mut engine::Config)) -> Tes
 
 /// A connected webrtc-rs publisher of a 640x360 VP8 pattern and Opus.
 pub async fn publish(t: &TestEngine, path: &str, token: &str) -> Publisher {
+    publish_speaking(t, path, token, None).await
+}
+
+/// [`publish`], saying `speech` (48 kHz stereo) instead of a tone.
+pub async fn publish_speaking(
+    t: &TestEngine,
+    path: &str,
+    token: &str,
+    speech: Option<std::sync::Arc<[i16]>>,
+) -> Publisher {
     let whip = Endpoint {
         http: &t.http,
         base: &t.base,
@@ -52,6 +62,7 @@ pub async fn publish(t: &TestEngine, path: &str, token: &str) -> Publisher {
             keyframe_interval: 60,
         },
         audio_bitrate_bps: 48_000,
+        speech,
     };
     let publisher = Publisher::start(&whip, options).await.unwrap();
     wait_for(|| publisher.stats().connected(), WAIT)

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource. Handlers are thin: extract,
 //! authorize, call the actor tree or a repository, map the result.
 
+pub mod captions;
 pub mod danmaku;
 pub mod gifts;
 pub mod hls;

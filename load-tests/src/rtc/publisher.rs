@@ -28,10 +28,13 @@ const VIDEO_SSRC: u32 = 0x5eed_0001;
 const AUDIO_SSRC: u32 = 0x5eed_0002;
 
 /// What the publisher sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PublishOptions {
     pub video: VideoEncoderConfig,
     pub audio_bitrate_bps: u32,
+    /// Sound to say (interleaved 48 kHz stereo), sent once and followed by
+    /// silence; none: a 440 Hz tone throughout.
+    pub speech: Option<Arc<[i16]>>,
 }
 
 /// What the publisher has done so far.
@@ -113,6 +116,7 @@ impl Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(64);
+        let frame_duration = Duration::from_secs(1) / options.video.fps;
         let encoder_thread = std::thread::Builder::new()
             .name("publisher-encoder".into())
             .spawn({
@@ -125,7 +129,7 @@ impl Publisher {
             video_track.clone(),
             audio_track,
             (video.payload_type, audio.payload_type),
-            Duration::from_secs(1) / options.video.fps,
+            frame_duration,
             stats.clone(),
         ));
         tokio::spawn(watch_keyframe_requests(
@@ -206,7 +210,7 @@ fn encode_loop(
         }
     };
     let mut pattern = TestPattern::new(config.width, config.height);
-    let mut tone = ToneSource::new(440.0);
+    let mut sound = Sound::new(options.speech.clone());
     let frame_interval = Duration::from_secs(1) / config.fps;
     let audio_interval = Duration::from_millis(20);
     let start = Instant::now();
@@ -229,7 +233,7 @@ fn encode_loop(
         }
         if now >= next_audio {
             next_audio += audio_interval;
-            match audio.encode(&tone.next_frame()) {
+            match audio.encode(&sound.next_frame()) {
                 Ok(packets) => {
                     for packet in packets {
                         if tx.blocking_send(Encoded::Audio(packet)).is_err() {
@@ -242,6 +246,35 @@ fn encode_loop(
         }
         let next = next_video.min(next_audio);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The publisher's sound, 20 ms at a time.
+enum Sound {
+    Tone(ToneSource),
+    Speech { samples: Arc<[i16]>, at: usize },
+}
+
+impl Sound {
+    fn new(speech: Option<Arc<[i16]>>) -> Self {
+        match speech {
+            Some(samples) => Self::Speech { samples, at: 0 },
+            None => Self::Tone(ToneSource::new(440.0)),
+        }
+    }
+
+    fn next_frame(&mut self) -> Vec<i16> {
+        match self {
+            Self::Tone(tone) => tone.next_frame(),
+            Self::Speech { samples, at } => {
+                let mut frame = vec![0i16; codec::OPUS_FRAME_SAMPLES * 2];
+                let rest = samples.get(*at..).unwrap_or_default();
+                let taken = rest.len().min(frame.len());
+                frame[..taken].copy_from_slice(&rest[..taken]);
+                *at += taken;
+                frame
+            }
+        }
     }
 }
 

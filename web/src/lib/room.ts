@@ -57,7 +57,8 @@ export type Frame =
   | { type: "leaderboard"; entries: { user_id: string; coins: number }[] }
   | { type: "gift_goal"; target: number; coins: number; reached?: boolean }
   | { type: "pong"; nonce?: string }
-  | Caption;
+  | Caption
+  | { type: "caption_choice"; lang: string; available: string[] };
 
 /** A line of what is said on a stream, timed with its sound (wall-clock ms). */
 export interface Caption {
@@ -68,7 +69,11 @@ export interface Caption {
   end_ms: number;
   text: string;
   final?: boolean;
+  /** "asr" (recognized: partial lines, then a final with the same
+   * `start_ms`), "host" (the program's voice), "text" (typed). */
   source: string;
+  /** The language said, when `text` is a translation. */
+  translated_from?: string;
 }
 
 export type Connection = "connecting" | "open" | "reconnecting" | "closed";

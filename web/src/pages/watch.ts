@@ -57,6 +57,9 @@ const socket = new RoomSocket(room, session.token, {
       reconnecting = true;
       say(`Reconnecting to the room… ${detail ?? ""}`);
     }
+    // A session starts with captions as spoken: ask again for the
+    // viewer's choice (and learn the languages offered).
+    if (state === "open") chooseCaptions();
     if (state === "open" && reconnecting) {
       reconnecting = false;
       say(`Back in room ${room}.`);
@@ -309,6 +312,9 @@ function onFrame(frame: Frame): void {
     case "caption":
       if (frame.stream === stream) showCaption(frame);
       break;
+    case "caption_choice":
+      offerCaptions(frame.available);
+      break;
     case "room_closed":
       stopPlayback();
       say(`The room closed: ${frame.reason}`);
@@ -350,6 +356,25 @@ $("send-form").onsubmit = (event) => {
   }
   input.value = "";
 };
+
+/** Asks the room for caption lines in the language chosen. */
+function chooseCaptions(): void {
+  const lang = $<HTMLSelectElement>("captions").value;
+  if (lang === "off") $("caption").classList.add("hidden");
+  socket.send({ type: "captions", lang });
+}
+
+/** Lists the languages the engine offers (the spoken one is "As spoken"). */
+function offerCaptions(available: string[]): void {
+  const select = $<HTMLSelectElement>("captions");
+  const names = new Intl.DisplayNames([navigator.language], { type: "language" });
+  for (const lang of available.slice(1)) {
+    if ([...select.options].some((option) => option.value === lang)) continue;
+    select.add(new Option(names.of(lang) ?? lang, lang));
+  }
+}
+
+$("captions").onchange = chooseCaptions;
 
 $("quality").onchange = () => {
   const layer = $<HTMLSelectElement>("quality").value;
