@@ -62,6 +62,19 @@ fn percentile(values: &mut [u64], p: f64) -> u64 {
     values[rank - 1]
 }
 
+/// A viewer of room `r1` on the room socket.
+async fn viewer(t: &TestEngine, user: &str) -> Client {
+    let token = t.token(user, "r1", &["subscribe"]).await;
+    Client::connect(&t.ws_url("r1"), &token, None).await
+}
+
+/// `{"type":"captions","lang":...}` from `client`.
+async fn choose(client: &mut Client, lang: &str) {
+    client
+        .send_json(json!({"type": "captions", "lang": lang}))
+        .await;
+}
+
 /// An engine that transcodes (for HLS and VOD), recognizes speech with
 /// Whisper (base for final lines, tiny.en for partial ones) and
 /// translates English to Spanish with Apertium.
@@ -93,21 +106,9 @@ async fn fetch(t: &TestEngine, base: &str, file: &str) -> (u16, String) {
 async fn spoken_english_becomes_english_and_spanish_captions_live_and_in_the_recording() {
     let t = captioning_engine().await;
     t.create_room("r1").await;
-    let mut spoken = Client::connect(
-        &t.ws_url("r1"),
-        &t.token("v1", "r1", &["subscribe"]).await,
-        None,
-    )
-    .await;
-    let mut spanish = Client::connect(
-        &t.ws_url("r1"),
-        &t.token("v2", "r1", &["subscribe"]).await,
-        None,
-    )
-    .await;
-    spanish
-        .send_json(json!({"type": "captions", "lang": "es"}))
-        .await;
+    let mut spoken = viewer(&t, "v1").await;
+    let mut spanish = viewer(&t, "v2").await;
+    choose(&mut spanish, "es").await;
     match spanish.next_frame().await {
         Frame::CaptionChoice(choice) => {
             assert_eq!(choice.lang, "es");
@@ -116,9 +117,7 @@ async fn spoken_english_becomes_english_and_spanish_captions_live_and_in_the_rec
         other => panic!("expected caption_choice, got {other:?}"),
     }
     // A language nobody translates into is refused by name, with the list.
-    spanish
-        .send_json(json!({"type": "captions", "lang": "xx"}))
-        .await;
+    choose(&mut spanish, "xx").await;
     match spanish.next_frame().await {
         Frame::Error(error) => {
             assert_eq!(error.code, "unsupported_language");
@@ -305,12 +304,7 @@ fn synth(seconds: f64, sample: impl Fn(f64) -> f64) -> Vec<i16> {
 async fn silence_noise_and_music_make_no_caption_and_speech_after_them_still_does() {
     let t = captioning_engine().await;
     t.create_room("r1").await;
-    let mut viewer = Client::connect(
-        &t.ws_url("r1"),
-        &t.token("v1", "r1", &["subscribe"]).await,
-        None,
-    )
-    .await;
+    let mut viewer = viewer(&t, "v1").await;
     let mut sound = synth(2.0, |_| 0.0);
     // Steady noise (a fan): a xorshift, loud.
     let state = std::cell::Cell::new(0x2545_f491_4f6c_dd1d_u64);
@@ -380,14 +374,11 @@ async fn text_captions_engine() -> TestEngine {
 async fn captions_sent_as_text_reach_each_viewer_in_the_language_chosen() {
     let t = text_captions_engine().await;
     t.create_room("r1").await;
-    let token = t.token("v", "r1", &["subscribe"]).await;
-    let mut spoken = Client::connect(&t.ws_url("r1"), &token, None).await;
-    let mut spanish = Client::connect(&t.ws_url("r1"), &token, None).await;
-    let mut off = Client::connect(&t.ws_url("r1"), &token, None).await;
+    let mut spoken = viewer(&t, "v1").await;
+    let mut spanish = viewer(&t, "v2").await;
+    let mut off = viewer(&t, "v3").await;
     for (client, lang) in [(&mut spanish, "es"), (&mut off, "off")] {
-        client
-            .send_json(json!({"type": "captions", "lang": lang}))
-            .await;
+        choose(client, lang).await;
         assert!(matches!(client.next_frame().await, Frame::CaptionChoice(c) if c.lang == lang));
     }
     let host = t.token("host", "r1", &["publish"]).await;
@@ -440,10 +431,10 @@ async fn captions_sent_as_text_reach_each_viewer_in_the_language_chosen() {
     }
 
     // Bad requests: a clear error each, nothing sent.
-    let viewer = t.token("v", "r1", &["subscribe"]).await;
+    let watcher = t.token("v", "r1", &["subscribe"]).await;
     for (token, body, status, code) in [
         (
-            &viewer,
+            &watcher,
             json!({"stream": "main", "text": "hi"}),
             403,
             "forbidden",
@@ -502,15 +493,8 @@ async fn next_caption(client: &mut Client) -> Caption {
 async fn a_session_without_captions_on_the_server_is_told_so() {
     let t = TestEngine::start_with(|c| c.captions.enabled = false).await;
     t.create_room("r1").await;
-    let mut client = Client::connect(
-        &t.ws_url("r1"),
-        &t.token("v", "r1", &["subscribe"]).await,
-        None,
-    )
-    .await;
-    client
-        .send_json(json!({"type": "captions", "lang": "es"}))
-        .await;
+    let mut client = viewer(&t, "v").await;
+    choose(&mut client, "es").await;
     match client.next_frame().await {
         Frame::Error(error) => assert_eq!(error.code, "unavailable"),
         other => panic!("expected an error, got {other:?}"),
