@@ -227,7 +227,9 @@ impl Recognizer for Whisper {
 
     fn recognize(&mut self, speech: &[f32], effort: Effort) -> Result<String, RecognizeError> {
         let (model, beam) = match effort {
-            Effort::Partial => (self.partial_model.as_ref().unwrap_or(&self.final_model), 1),
+            Effort::Partial | Effort::FinalBehind => {
+                (self.partial_model.as_ref().unwrap_or(&self.final_model), 1)
+            }
             Effort::Final => (&self.final_model, self.config.final_beam),
         };
         let mut features = self.features.of(speech);

@@ -15,8 +15,29 @@ pub trait Recognizer: Send {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effort {
+    /// A snapshot of speech still going on: fast, replaced soon.
     Partial,
+    /// A line that stays: the best the recognizer has.
     Final,
+    /// A line that stays, while the recognizer is behind (another final
+    /// line waits, or this one waited long): fast, so the delay stops
+    /// growing instead of every line coming later than the last.
+    FinalBehind,
+}
+
+impl Effort {
+    pub fn is_final(self) -> bool {
+        self != Self::Partial
+    }
+
+    /// The label of `live_caption_asr_*` metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Partial => "partial",
+            Self::Final => "final",
+            Self::FinalBehind => "final_behind",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::recognize::{Effort, Recognizer, caption_text};
 use crate::segment::{SAMPLE_RATE, Utterance};
 
+/// A final line that waited this long in the queue finds the recognizer
+/// behind.
+const BEHIND: Duration = Duration::from_secs(2);
+
 /// What the recognizer heard in one utterance of a stream.
 #[derive(Debug, Clone)]
 pub struct Heard {
@@ -137,9 +141,9 @@ impl Drop for Transcriber {
 
 fn work(queue: &Queue, mut recognizer: Box<dyn Recognizer>, lang: &str) {
     loop {
-        let (job, queued_at) = {
+        let (job, queued_at, finals_waiting) = {
             let mut jobs = queue.lock();
-            loop {
+            let (job, queued_at) = loop {
                 if let Some(next) = jobs.finals.pop_front() {
                     break next;
                 }
@@ -150,7 +154,8 @@ fn work(queue: &Queue, mut recognizer: Box<dyn Recognizer>, lang: &str) {
                     return;
                 }
                 jobs = queue.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
-            }
+            };
+            (job, queued_at, !jobs.finals.is_empty())
         };
         let queued = queued_at.elapsed();
         let Job {
@@ -159,10 +164,10 @@ fn work(queue: &Queue, mut recognizer: Box<dyn Recognizer>, lang: &str) {
             reply,
             ..
         } = job;
-        let effort = if utterance.final_ {
-            Effort::Final
-        } else {
-            Effort::Partial
+        let effort = match utterance.final_ {
+            false => Effort::Partial,
+            true if finals_waiting || queued > BEHIND => Effort::FinalBehind,
+            true => Effort::Final,
         };
         let started = Instant::now();
         let text = match recognizer.recognize(&utterance.samples, effort) {
@@ -175,7 +180,7 @@ fn work(queue: &Queue, mut recognizer: Box<dyn Recognizer>, lang: &str) {
         };
         let compute = started.elapsed();
         let audio = utterance.samples.len() as f64 / f64::from(SAMPLE_RATE);
-        let kind = if utterance.final_ { "final" } else { "partial" };
+        let kind = effort.label();
         metrics::histogram!("live_caption_asr_seconds", "kind" => kind)
             .record(compute.as_secs_f64());
         if audio > 0.0 {
@@ -208,7 +213,7 @@ mod tests {
     struct Gated {
         entered: mpsc::Sender<()>,
         go: mpsc::Receiver<()>,
-        calls: mpsc::Sender<(u64, bool)>,
+        calls: mpsc::Sender<(u64, Effort)>,
     }
 
     impl Recognizer for Gated {
@@ -223,7 +228,7 @@ mod tests {
                 .map_err(|_| RecognizeError("stopped".into()))?;
             // The first sample carries the utterance's number.
             let id = speech[0] as u64;
-            self.calls.send((id, effort == Effort::Final)).unwrap();
+            self.calls.send((id, effort)).unwrap();
             if id == 99 {
                 return Err(RecognizeError("broken".into()));
             }
@@ -271,10 +276,19 @@ mod tests {
             go.send(()).unwrap();
         }
         let wait = std::time::Duration::from_secs(10);
-        let order: Vec<(u64, bool)> = (0..5).map(|_| calls.recv_timeout(wait).unwrap()).collect();
+        let order: Vec<(u64, Effort)> = (0..5).map(|_| calls.recv_timeout(wait).unwrap()).collect();
+        // Finals with others waiting behind them are hurried (the
+        // recognizer is behind); the last one gets the best effort.
+        use Effort::{Final, FinalBehind, Partial};
         assert_eq!(
             order,
-            [(1, false), (5, true), (6, true), (99, true), (7, false)]
+            [
+                (1, Partial),
+                (5, FinalBehind),
+                (6, FinalBehind),
+                (99, Final),
+                (7, Partial)
+            ]
         );
 
         let answers: Vec<Heard> = (0..5).map(|_| heard.blocking_recv().unwrap()).collect();

@@ -516,15 +516,15 @@ fn write_master_playlist(
         .collect();
     let alternatives = subtitles
         .iter()
-        .enumerate()
-        .map(|(index, lang)| m3u8_rs::AlternativeMedia {
+        .map(|lang| m3u8_rs::AlternativeMedia {
             media_type: m3u8_rs::AlternativeMediaType::Subtitles,
             uri: Some(format!("{}/index.m3u8", subtitle_dir(lang))),
             group_id: SUBTITLES_GROUP.to_owned(),
             language: Some(lang.clone()),
             name: lang.clone(),
-            // The first (the language spoken) is the player's default.
-            default: index == 0,
+            // None is on by default: the viewer picks one (the watch
+            // page shows the room socket's caption frames instead).
+            default: false,
             autoselect: true,
             ..Default::default()
         })

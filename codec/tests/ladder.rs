@@ -197,9 +197,9 @@ fn h264_source_becomes_hls_renditions_that_ffprobe_accepts() {
         "constrained baseline: {master}"
     );
     assert!(master.contains(",mp4a.40.2\""), "{master}");
-    // The captions' subtitle tracks, the spoken language the default.
+    // The captions' subtitle tracks, none on by default.
     assert!(
-        master.contains("TYPE=SUBTITLES,URI=\"subs-en/index.m3u8\",GROUP-ID=\"subs\",LANGUAGE=\"en\",NAME=\"en\",DEFAULT=YES"),
+        master.contains("TYPE=SUBTITLES,URI=\"subs-en/index.m3u8\",GROUP-ID=\"subs\",LANGUAGE=\"en\",NAME=\"en\",AUTOSELECT=YES"),
         "{master}"
     );
     assert!(
