@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::recording::{live_hls, publish_speaking, ready_vod, transcoding_engine, unpublish};
 use common::{Client, TestEngine, whisper_models};
@@ -16,13 +16,6 @@ use load_tests::captions::{speech, word_error_rate};
 use protocol::v1::Caption;
 use protocol::v1::server_frame::Frame;
 use serde_json::json;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// A caption frame and how long after its sound ended it arrived.
 struct Received {
@@ -42,7 +35,7 @@ async fn captions(client: &mut Client, finals: usize, quiet: Duration) -> Vec<Re
     {
         match client.next_frame_within(quiet).await {
             Some(Frame::Caption(caption)) => received.push(Received {
-                delay_ms: now_ms().saturating_sub(caption.end_ms),
+                delay_ms: actors::now_ms().saturating_sub(caption.end_ms),
                 caption,
             }),
             Some(_) => {}
